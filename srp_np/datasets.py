@@ -1,0 +1,322 @@
+"""Data readers (NumPy only).
+
+Every reader returns ``(x, y)`` with ``x`` uint8 of shape N x C x H x W (or
+float32 in [0, 1] for ``.npz`` files that hold floats) and ``y`` int64 labels.
+Nothing here downloads anything.
+
+Data sets and their normalisation constants:
+
+================ ============================== ==============================
+name             mean                           std
+================ ============================== ==============================
+fashion-mnist    0.2860                         0.3530
+cifar10          0.4914 0.4822 0.4465           0.2470 0.2435 0.2616
+cifar100         0.5071 0.4865 0.4409           0.2673 0.2564 0.2762
+imagenet         0.485 0.456 0.406              0.229 0.224 0.225
+================ ============================== ==============================
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import struct
+from importlib import resources
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import SrpError
+
+DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagenet")
+
+DATASET_STATS: Dict[str, Tuple[Tuple[float, ...], Tuple[float, ...]]] = {
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+NUM_CLASSES = {"fashion-mnist": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
+
+DEFAULT_FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+def dataset_stats(name: str):
+    """(mean, std) lists for a data set name."""
+    key = normalize_name(name)
+    mean, std = DATASET_STATS[key]
+    return list(mean), list(std)
+
+
+def normalize_name(name: str) -> str:
+    key = name.lower().replace("_", "-")
+    aliases = {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
+               "cifar-10": "cifar10", "cifar-100": "cifar100"}
+    key = aliases.get(key, key)
+    if key not in DATASETS:
+        raise SrpError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
+    return key
+
+
+# ----------------------------------------------------------------------------- idx
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an idx file (optionally gzip-compressed), as used by (Fashion-)MNIST."""
+    path = Path(path)
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise SrpError(f"{path}: no such file") from None
+    except (OSError, EOFError) as e:
+        raise SrpError(f"{path}: cannot read idx file ({e})") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise SrpError(f"{path}: not an idx file (bad magic number)")
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise SrpError(f"{path}: truncated idx header")
+    shape = struct.unpack(">" + "I" * ndim, data[4:header])
+    count = int(np.prod(shape)) if ndim else 1
+    if len(data) - header != count * dtype.itemsize:
+        raise SrpError(f"{path}: idx file size does not match its header shape {shape}")
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx") + ".gz", stem.replace("-idx", ".idx")):
+        p = directory / name
+        if p.exists():
+            return p
+    raise SrpError(f"{directory}: no {stem}[.gz] (expected the Fashion-MNIST idx files; "
+                   f"on Debian: apt install dataset-fashion-mnist, or pass --data-dir)")
+
+
+def load_fashion_mnist(split: str = "test", data_dir: Optional[str] = None):
+    """Fashion-MNIST from the idx(.gz) files in ``data_dir``
+    (default /usr/share/datasets/fashion-mnist, Debian's dataset-fashion-mnist)."""
+    d = Path(data_dir or DEFAULT_FMNIST_DIR)
+    if not d.is_dir():
+        raise SrpError(f"{d}: Fashion-MNIST directory not found (apt install dataset-fashion-mnist, or pass --data-dir)")
+    prefix = {"train": "train", "test": "t10k"}[split]
+    x = read_idx(_find(d, f"{prefix}-images-idx3-ubyte"))
+    y = read_idx(_find(d, f"{prefix}-labels-idx1-ubyte"))
+    if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+        raise SrpError(f"{d}: Fashion-MNIST {split} images {x.shape} and labels {y.shape} do not match")
+    return np.ascontiguousarray(x[:, None].astype(np.uint8)), y.astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- CIFAR
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler for the CIFAR python batches: only builtins containers and
+    NumPy arrays may be created; anything else is refused."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("builtins", "bytes"), ("builtins", "list"), ("builtins", "dict"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _load_cifar_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            d = _RestrictedUnpickler(f, encoding="bytes").load()
+    except FileNotFoundError:
+        raise SrpError(f"{path}: no such file (expected the CIFAR python-version batches)") from None
+    except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
+        raise SrpError(f"{path}: not a CIFAR python batch ({type(e).__name__}: {e})") from None
+    if not isinstance(d, dict):
+        raise SrpError(f"{path}: not a CIFAR python batch (not a dict)")
+    return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in d.items()}
+
+
+def _cifar_arrays(path: Path, label_key: str):
+    d = _load_cifar_pickle(path)
+    if "data" not in d or label_key not in d:
+        raise SrpError(f"{path}: CIFAR batch lacks 'data' or '{label_key}'")
+    data = np.asarray(d["data"])
+    labels = np.asarray(d[label_key], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != labels.shape[0]:
+        raise SrpError(f"{path}: CIFAR batch has data of shape {data.shape} for {labels.shape[0]} labels")
+    return data.astype(np.uint8).reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar(name: str, split: str = "test", data_dir: Optional[str] = None):
+    """CIFAR-10 (``data_batch_1..5``, ``test_batch``) or CIFAR-100 (``train``,
+    ``test``) python-version batches from ``data_dir`` (the folder itself or
+    its parent holding ``cifar-10-batches-py`` / ``cifar-100-python``)."""
+    name = normalize_name(name)
+    if data_dir is None:
+        raise SrpError(f"{name}: pass --data-dir (the folder of the python-version batches)")
+    d = Path(data_dir)
+    sub = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
+    if (d / sub).is_dir():
+        d = d / sub
+    if not d.is_dir():
+        raise SrpError(f"{d}: directory not found")
+    if name == "cifar10":
+        files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+        key = "labels"
+    else:
+        files = ["train" if split == "train" else "test"]
+        key = "fine_labels"
+    xs, ys = zip(*(_cifar_arrays(d / f, key) for f in files))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+# ----------------------------------------------------------------------------- ImageFolder
+
+_IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
+
+
+def load_image_folder(root, size: int = 224, resize: int = 256, limit: Optional[int] = None):
+    """ImageNet-style folder (one subfolder of JPEG/PNG images per class, classes
+    sorted by name): resize the short side to ``resize``, center-crop ``size``.
+    Needs Pillow."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise SrpError("reading image folders needs Pillow: pip install pillow") from None
+    root = Path(root)
+    if not root.is_dir():
+        raise SrpError(f"{root}: directory not found")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise SrpError(f"{root}: no class subfolders")
+    items = []
+    for ci, c in enumerate(classes):
+        for p in sorted((root / c).iterdir()):
+            if p.suffix.lower() in _IMG_EXT:
+                items.append((p, ci))
+    if not items:
+        raise SrpError(f"{root}: no images found in the class subfolders")
+    if limit is not None:
+        items = items[:limit]
+    x = np.empty((len(items), 3, size, size), np.uint8)
+    y = np.empty(len(items), np.int64)
+    for i, (p, ci) in enumerate(items):
+        try:
+            with Image.open(p) as im:
+                im = im.convert("RGB")
+                w, h = im.size
+                s = resize / min(w, h)
+                nw, nh = max(size, round(w * s)), max(size, round(h * s))
+                im = im.resize((nw, nh), Image.BILINEAR)
+                left, top = (nw - size) // 2, (nh - size) // 2
+                im = im.crop((left, top, left + size, top + size))
+                x[i] = np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+        except (OSError, ValueError) as e:
+            raise SrpError(f"{p}: cannot read image ({e})") from None
+        y[i] = ci
+    return x, y
+
+
+# ----------------------------------------------------------------------------- npz
+
+def load_npz_data(path):
+    """An ``.npz`` with ``x`` (N x C x H x W, uint8 or float in [0, 1]) and ``y`` (N labels)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "x" not in f.files or "y" not in f.files:
+                raise SrpError(f"{path}: data file needs arrays 'x' and 'y', has {sorted(f.files)}")
+            x, y = f["x"], f["y"]
+    except SrpError:
+        raise
+    except FileNotFoundError:
+        raise SrpError(f"{path}: no such file") from None
+    except Exception as e:  # noqa: BLE001
+        raise SrpError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    if x.ndim != 4:
+        raise SrpError(f"{path}: x must be N x C x H x W, got shape {x.shape}")
+    if y.ndim != 1 or len(y) != len(x):
+        raise SrpError(f"{path}: y must hold one label per image ({len(x)}), got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise SrpError(f"{path}: y must be integer labels, got {y.dtype}")
+    if x.dtype == np.uint8:
+        pass
+    elif np.issubdtype(x.dtype, np.floating):
+        if x.size and (not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 1):
+            raise SrpError(f"{path}: float x must lie in [0, 1] (raw pixels, before normalisation)")
+        x = x.astype(np.float32)
+    else:
+        raise SrpError(f"{path}: x must be uint8 or float in [0, 1], got {x.dtype}")
+    return x, y.astype(np.int64)
+
+
+def load_shipped_test_set():
+    """The committed Fashion-MNIST 10k test split (``srp_np/_data/fashion_mnist_test.npz``)."""
+    try:
+        ref = resources.files("srp_np._data").joinpath("fashion_mnist_test.npz")
+        with resources.as_file(ref) as p:
+            return load_npz_data(p)
+    except ModuleNotFoundError:
+        p = Path(__file__).resolve().parent.parent / "data" / "fashion_mnist_test.npz"
+        return load_npz_data(p)
+
+
+def load_dataset(name: str, split: str = "test", data_dir: Optional[str] = None):
+    """Dispatch on a data set name (see :data:`DATASETS`)."""
+    key = normalize_name(name)
+    if key == "fashion-mnist":
+        if split == "test" and data_dir is None and not Path(DEFAULT_FMNIST_DIR).is_dir():
+            return load_shipped_test_set()
+        return load_fashion_mnist(split, data_dir)
+    if key in ("cifar10", "cifar100"):
+        return load_cifar(key, split, data_dir)
+    if data_dir is None:
+        raise SrpError("imagenet: pass --data-dir (folder with train/ and val/ class subfolders)")
+    d = Path(data_dir)
+    sub = d / ("train" if split == "train" else "val")
+    return load_image_folder(sub if sub.is_dir() else d)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def to_float(x: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> float32 in [0, 1]; float input is returned as float32."""
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255.0)
+    return x.astype(np.float32, copy=False)
+
+
+def fit_to_shape(x: np.ndarray, input_shape: Sequence[int]) -> np.ndarray:
+    """Fit images N x C x H x W to a model's ``input_shape`` [C, H, W]: equal
+    shapes pass through; smaller images are zero-padded (raw pixel 0) centered,
+    e.g. Fashion-MNIST 28x28 -> 32x32 for CIFAR-geometry models.  A channel
+    mismatch or larger images are an error."""
+    C, H, W = (int(v) for v in input_shape)
+    if x.ndim != 4:
+        raise SrpError(f"images must be N x C x H x W, got shape {x.shape}")
+    n, c, h, w = x.shape
+    if (c, h, w) == (C, H, W):
+        return x
+    if c != C:
+        raise SrpError(f"the model wants {C} input channel(s), the data has {c}")
+    if h > H or w > W:
+        raise SrpError(f"images of {h}x{w} do not fit the model's {H}x{W} input (no cropping is done)")
+    top, left = (H - h) // 2, (W - w) // 2
+    out = np.zeros((n, c, H, W), dtype=x.dtype)
+    out[:, :, top:top + h, left:left + w] = x
+    return out

@@ -1,0 +1,11 @@
+"""Errors raised by srp-np.
+
+Every problem with user input (a missing or corrupt model file, a data set
+that does not fit the model, a bad option) raises :class:`SrpError` with a
+single-line message; the command-line interface prints that line and exits
+with status 2 instead of showing a traceback.
+"""
+
+
+class SrpError(Exception):
+    """A user-facing error whose message is one line that says what is wrong."""

@@ -1,0 +1,201 @@
+"""QCFS ANN training (the paper's recipe: SGD momentum 0.9, cosine learning-rate
+decay, lr 0.1, weight decay 5e-4, batch 128), with a resumable checkpoint and
+export to the srp-np/1 model format at the end.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from srp_np import datasets as ds
+from srp_np.errors import SrpError
+
+from .augment import augment
+from .models import build_model, qcfs_modules
+
+# Default epochs: the paper/QCFS code trains CIFAR for 300 epochs; Fashion-MNIST
+# converges much faster (30 epochs is plenty for a QCFS ResNet-20).
+DEFAULT_EPOCHS = {"fashion-mnist": 30, "cifar10": 300, "cifar100": 300}
+# Augmentation per data set: (crop padding, horizontal flip, Cutout length).
+# CIFAR as in the authors' code (crop 32 pad 4, flip, Cutout 16 / 8 for
+# CIFAR-100); Fashion-MNIST: pad 2, flip, no Cutout.
+AUGMENT = {"fashion-mnist": (2, True, 0), "cifar10": (4, True, 16), "cifar100": (4, True, 8)}
+
+
+def input_size_for(arch: str, native: int) -> int:
+    """VGG-16 needs CIFAR geometry (32x32, 5 poolings); ResNets take the native size."""
+    if arch == "vgg16":
+        return max(32, 32 * math.ceil(native / 32))
+    return native
+
+
+def load_train_test(dataset: str, data_dir: Optional[str], arch: str):
+    dataset = ds.normalize_name(dataset)
+    if dataset == "imagenet":
+        raise SrpError("training on ImageNet is not supported on CPU; use the authors' code and `srp-np export`")
+    xtr, ytr = ds.load_dataset(dataset, "train", data_dir)
+    xte, yte = ds.load_dataset(dataset, "test", data_dir)
+    size = input_size_for(arch, xtr.shape[-1])
+    shape = (xtr.shape[1], size, size)
+    return ds.fit_to_shape(xtr, shape), ytr, ds.fit_to_shape(xte, shape), yte
+
+
+class Normalizer:
+    def __init__(self, mean, std, dtype=torch.float32):
+        self.mean = torch.tensor(mean, dtype=dtype)[None, :, None, None]
+        self.std = torch.tensor(std, dtype=dtype)[None, :, None, None]
+
+    def __call__(self, x):
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+
+def to_unit(x_uint8: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(ds.to_float(x_uint8))
+
+
+@torch.no_grad()
+def evaluate(model, x, y, norm, batch_size=500, limit_batches=None):
+    model.eval()
+    correct = total = 0
+    for b, i in enumerate(range(0, len(x), batch_size)):
+        if limit_batches is not None and b >= limit_batches:
+            break
+        xb = norm(to_unit(x[i:i + batch_size]))
+        pred = model(xb).argmax(1)
+        correct += int((pred == torch.from_numpy(y[i:i + batch_size])).sum())
+        total += len(pred)
+    return correct / max(total, 1), total
+
+
+def _save_atomic(obj, path):
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _lr_at(step, total_steps, base_lr):
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+
+
+def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: int = 4,
+          epochs: Optional[int] = None, batch_size: int = 128, lr: Optional[float] = None,
+          weight_decay: float = 5e-4, width: float = 1.0, seed: int = 0, threads: Optional[int] = None,
+          limit_batches: Optional[int] = None, checkpoint: Optional[str] = None, resume: bool = False,
+          dropout: float = 0.0, progress: bool = True, log=None):
+    """Train a QCFS network and export it to ``out`` (srp-np/1).  Returns the exported graph."""
+    log = log or (lambda s: print(s, flush=True))
+    dataset = ds.normalize_name(dataset)
+    if epochs is None:
+        epochs = DEFAULT_EPOCHS.get(dataset, 300)
+    if lr is None:
+        lr = 0.02 if dataset == "cifar100" else 0.1
+    if epochs < 1 or batch_size < 1 or L < 1 or width <= 0:
+        raise SrpError("epochs, batch size and L must be >= 1 and width > 0")
+    if resume and not checkpoint:
+        raise SrpError("--resume needs --checkpoint")
+    if threads:
+        torch.set_num_threads(int(threads))
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    try:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    except Exception:  # pragma: no cover
+        pass
+
+    xtr, ytr, xte, yte = load_train_test(dataset, data_dir, arch)
+    mean, std = ds.dataset_stats(dataset)
+    norm = Normalizer(mean, std)
+    num_classes = ds.NUM_CLASSES[dataset]
+    in_ch, size = xtr.shape[1], xtr.shape[-1]
+    model = build_model(arch, in_channels=in_ch, num_classes=num_classes, L=L, width=width,
+                        input_size=size, dropout=dropout)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    config = {"arch": arch, "dataset": dataset, "L": int(L), "width": float(width),
+              "in_channels": int(in_ch), "num_classes": int(num_classes), "input_size": int(size),
+              "batch_size": int(batch_size), "lr": float(lr), "weight_decay": float(weight_decay),
+              "epochs": int(epochs), "seed": int(seed), "dropout": float(dropout),
+              "limit_batches": None if limit_batches is None else int(limit_batches)}
+    start_epoch, history = 0, []
+    if resume and os.path.exists(checkpoint):
+        ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        for k in ("arch", "dataset", "L", "width", "batch_size", "seed"):
+            if ck["config"].get(k) != config[k]:
+                raise SrpError(f"{checkpoint}: checkpoint has {k}={ck['config'].get(k)!r}, "
+                               f"this run has {config[k]!r}")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        gen.set_state(ck["generator"])
+        start_epoch, history = int(ck["epoch"]), list(ck.get("history", []))
+        log(f"resumed from {checkpoint} after epoch {start_epoch}")
+    padding, flip, cut = AUGMENT[dataset]
+    n = len(xtr)
+    batches = n // batch_size  # drop the last partial batch
+    if limit_batches is not None:
+        batches = min(batches, int(limit_batches))
+    batches = max(batches, 1)
+    total_steps = epochs * batches
+    xtr_t = torch.from_numpy(xtr)
+    ytr_t = torch.from_numpy(ytr)
+    t_start = time.time()
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        loss_sum = correct = seen = 0
+        t0 = time.time()
+        it = range(batches)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(it, desc=f"epoch {epoch + 1}/{epochs}", leave=False, file=sys.stderr,
+                       mininterval=5.0, dynamic_ncols=True)
+            it = bar
+        for b in it:
+            step = epoch * batches + b
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, total_steps, lr)
+            idx = perm[b * batch_size:(b + 1) * batch_size]
+            xb = xtr_t[idx].float().div_(255.0)
+            xb = norm(augment(xb, gen, padding, flip, cut))
+            yb = ytr_t[idx]
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * len(yb)
+            correct += int((logits.argmax(1) == yb).sum())
+            seen += len(yb)
+            if bar is not None and b % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        if bar is not None:
+            bar.close()
+        test_acc, _ = evaluate(model, xte, yte, norm, limit_batches=limit_batches)
+        lams = [m.threshold for _, m in qcfs_modules(model)]
+        rec = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": correct / seen,
+               "test_acc": test_acc, "seconds": time.time() - t0}
+        history.append(rec)
+        log(f"epoch {epoch + 1}/{epochs} loss {rec['loss']:.4f} train_acc {rec['train_acc']:.4f} "
+            f"test_acc {test_acc:.4f} lr {opt.param_groups[0]['lr']:.5f} time {rec['seconds']:.0f}s "
+            f"lambda [{' '.join(f'{v:.2f}' for v in lams)}]")
+        if checkpoint:
+            _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                          "generator": gen.get_state(), "epoch": epoch + 1,
+                          "config": config, "history": history}, checkpoint)
+    acc, count = evaluate(model, xte, yte, norm, limit_batches=limit_batches)
+    log(f"final ANN test accuracy {acc:.4f} on {count} images; "
+        f"training wall time {time.time() - t_start:.0f}s")
+    from .export import export_model
+
+    graph = export_model(model, out, arch=arch, dataset=dataset, L=L, width=width,
+                         ann_accuracy=acc, extra={"ann_accuracy_images": int(count),
+                                                  "epochs": int(epochs), "train": config})
+    log(f"wrote {out}")
+    return graph
