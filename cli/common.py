@@ -1,0 +1,142 @@
+"""Options and loaders shared by the ``srp-np`` subcommands."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+import numpy as np
+
+from srp_np.errors import SrpError
+
+DEFAULT_WEIGHTS = "resnet20_fmnist.npz"
+
+
+def default_weights_path() -> Path:
+    """The shipped default model (``weights/resnet20_fmnist.npz``)."""
+    from importlib import resources
+
+    try:
+        p = Path(str(resources.files("srp_np._weights").joinpath(DEFAULT_WEIGHTS)))
+    except ModuleNotFoundError:
+        p = Path(__file__).resolve().parent.parent / "weights" / DEFAULT_WEIGHTS
+    if not p.exists():
+        raise SrpError(f"the shipped default model {DEFAULT_WEIGHTS} is not installed; pass --weights M.npz")
+    return p
+
+
+def load_model_option(weights) -> "srp_np.model.Model":
+    from srp_np.model import load_model
+
+    return load_model(weights if weights else default_weights_path())
+
+
+def load_data_option(model, data: str | None, data_dir: str | None, limit: int | None):
+    """Raw images and labels for ``--data``/``--data-dir``/``--limit``, fitted to the model.
+
+    Without ``--data`` the data set the model names is used (the shipped
+    Fashion-MNIST test split for Fashion-MNIST models).
+    """
+    from srp_np import datasets
+
+    if data:
+        x, y = datasets.load_npz_data(data)
+        origin = str(data)
+    else:
+        name = model.graph.get("dataset")
+        if not name:
+            raise SrpError("the model names no data set: pass --data D.npz")
+        key = datasets.normalize_name(name)
+        if key == "fashion-mnist" and data_dir is None:
+            x, y = datasets.load_shipped_test_set()
+            origin = "shipped Fashion-MNIST test split"
+        else:
+            x, y = datasets.load_dataset(key, "test", data_dir)
+            origin = f"{key} test split"
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    if len(x) == 0:
+        raise SrpError("the data set holds no images")
+    x = datasets.fit_to_shape(x, model.input_shape)
+    if y.min() < 0 or y.max() >= model.num_classes:
+        raise SrpError(f"labels must lie in [0, {model.num_classes - 1}] for this model, "
+                       f"found {int(y.min())}..{int(y.max())}")
+    return x, y, origin
+
+
+def parse_dtype(value: str):
+    v = value.lower()
+    if v in ("float32", "f32", "single"):
+        return np.float32
+    if v in ("float64", "f64", "double"):
+        return np.float64
+    raise SrpError(f"--dtype must be float32 or float64, got {value!r}")
+
+
+def check_range(name: str, value, low=None):
+    if value is not None and low is not None and value < low:
+        raise SrpError(f"{name} must be >= {low}, got {value}")
+    return value
+
+
+def atomic_write_bytes(path, write) -> None:
+    """Call ``write(tmp_path)`` then move the file into place: nothing half-written on failure."""
+    p = Path(path)
+    if p.parent and not p.parent.exists():
+        raise SrpError(f"cannot write {p}: folder {p.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=str(p.parent or "."), prefix=f".{p.name}.", suffix=p.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, p)
+    except OSError as e:
+        raise SrpError(f"cannot write {p}: {e.strerror or e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path, obj) -> None:
+    def w(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+
+    atomic_write_bytes(path, w)
+
+
+def progress_bar(total: int, desc: str):
+    """A tqdm bar on stderr (hidden when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=None, leave=False)
+
+
+def announce_compilation(dtype) -> None:
+    """Tell the user when Numba kernels will be compiled (cold cache)."""
+    try:
+        from srp_np.kernels import cache_is_warm
+    except ImportError:
+        return
+    if not cache_is_warm():
+        click.echo("compiling Numba kernels (first run only; cached on disk for the next runs)...", err=True)
+
+
+# click options shared by run/sweep/analyze/report
+weights_option = click.option("--weights", "-w", type=click.Path(dir_okay=False), default=None,
+                              help="Model file (srp-np/1 .npz). Default: the shipped ResNet-20 on Fashion-MNIST.")
+data_option = click.option("--data", "-d", type=click.Path(dir_okay=False), default=None,
+                           help="Data .npz with x (N×C×H×W, uint8 or float in [0,1]) and y. "
+                                "Default: the test split of the data set the model names.")
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                               help="Folder holding the model's data set in its standard format.")
+limit_option = click.option("--limit", type=int, default=None, help="Evaluate only the first N images.")
+dtype_option = click.option("--dtype", default="float32", show_default=True,
+                            help="float32, or float64 (exact oracle mode).")
+mask_eps_option = click.option("--mask-eps", type=float, default=1e-3, show_default=True,
+                               help="SRP keeps a neuron iff v(τ) > ε·θ (authors' code; the paper writes v(τ) ≥ 0).")
+batch_size_option = click.option("--batch-size", "-b", type=int, default=64, show_default=True,
+                                 help="Images per simulator call (results do not depend on it).")

@@ -1,0 +1,95 @@
+"""``srp-np run``: accuracy of the converted SNN after every step, with costs."""
+from __future__ import annotations
+
+import click
+import numpy as np
+
+from srp_np.errors import SrpError
+
+from .common import (announce_compilation, atomic_write_bytes, batch_size_option, check_range, data_dir_option,
+                     data_option, dtype_option, limit_option, load_data_option, load_model_option, mask_eps_option,
+                     parse_dtype, progress_bar, weights_option, write_json)
+
+
+def _print_table(ev, model, origin) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    mode = "plain QCFS conversion (τ = 0)" if ev.tau == 0 else f"SRP, τ = {ev.tau}"
+    table = Table(title=f"{model.graph.get('arch', 'model')}: {mode}, {ev.n_images} images ({origin}), {ev.dtype}")
+    table.add_column("t", justify="right")
+    table.add_column("latency τ+t", justify="right")
+    table.add_column("SNN accuracy", justify="right")
+    table.add_column("Δ vs ANN", justify="right")
+    for t, (lat, acc) in enumerate(zip(ev.latency, ev.accuracy), start=1):
+        table.add_row(str(t), str(lat), f"{100 * acc:.2f}%", f"{100 * (acc - ev.ann_accuracy):+.2f}")
+    console.print(table)
+    console.print(f"ANN (QCFS, L={model.L}) accuracy: {100 * ev.ann_accuracy:.2f}%")
+    console.print(f"spikes/image: {ev.spikes_per_image:,.0f}   synaptic ops/image: {ev.sops_per_image:,.0f}   "
+                  f"images/s: {ev.images_per_second:,.1f}")
+
+
+@click.command()
+@weights_option
+@data_option
+@data_dir_option
+@click.option("--tau", type=int, default=4, show_default=True,
+              help="Stage-1 steps used to read the residual membrane; 0 = plain QCFS conversion.")
+@click.option("--T", "T", type=int, default=8, show_default=True, help="Stage-2 steps (reported t = 1..T).")
+@batch_size_option
+@dtype_option
+@mask_eps_option
+@limit_option
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the figures to this JSON file.")
+@click.option("--save-outputs", type=click.Path(dir_okay=False), default=None,
+              help="Write outputs (T×N×K mean outputs), ann (N×K logits) and y to this .npz.")
+@click.option("--quiet", "-q", is_flag=True, help="No table; only errors (use with --json).")
+def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, limit, json_out, save_outputs, quiet):
+    """Simulate the SNN with SRP and report accuracy after every step.
+
+    Runs τ stage-1 steps, silences every neuron whose residual membrane
+    v(τ) ≤ ε·θ, resets all membranes to θ/2 and runs T stage-2 steps
+    (Algorithm 1 of Hao et al., AAAI 2023). Latency is τ + t.
+
+    \b
+    Examples:
+      srp-np run                                   # shipped model and test images
+      srp-np run --weights weights/vgg16_fmnist.npz --tau 4 --T 16
+      srp-np run --tau 0 --T 32 --json plain.json  # plain conversion
+    """
+    from srp_np.evaluate import evaluate
+
+    check_range("--tau", tau, 0)
+    check_range("--T", T, 1)
+    check_range("--batch-size", batch_size, 1)
+    check_range("--limit", limit, 1)
+    if mask_eps != mask_eps:
+        raise SrpError("--mask-eps must be a number")
+    dt = parse_dtype(dtype)
+    model = load_model_option(weights)
+    x, y, origin = load_data_option(model, data, data_dir, limit)
+    announce_compilation(dt)
+    with progress_bar(len(x), f"simulating τ={tau} T={T}") as bar:
+        ev = evaluate(model, x, y, tau, T, dtype=dt, mask_eps=mask_eps, batch_size=batch_size, progress=bar.update)
+    try:
+        from srp_np.costs import cost_report
+    except ImportError:
+        pass
+    else:
+        ev.extra["costs"] = cost_report(model, ev.result)
+    ev.extra["model"] = model.path
+    ev.extra["data"] = origin
+    if not quiet:
+        _print_table(ev, model, origin)
+    if json_out:
+        write_json(json_out, ev.to_dict())
+    if save_outputs:
+        outs = ev.result.outputs.astype(np.float32)
+
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                np.savez(f, outputs=outs, ann=ev.ann_logits.astype(np.float32), y=ev.y)
+
+        atomic_write_bytes(save_outputs, write)

@@ -1,0 +1,31 @@
+import numpy as np
+import pytest
+
+from srp_np.model import save_model
+from srp_np.testing import random_resnet, random_vgg
+
+
+@pytest.fixture(scope="session")
+def rng():
+    return np.random.default_rng(1234)
+
+
+def make_model(kind: str, input_shape=(3, 12, 12), n_calib=8, seed=0, **kw):
+    x = np.random.default_rng(seed + 100).random((n_calib,) + tuple(input_shape))
+    builder = random_vgg if kind == "vgg" else random_resnet
+    return builder(input_shape=input_shape, rng=seed, calibrate_x=x, **kw)
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory):
+    """A small random VGG-shaped model on 1×28×28 inputs and matching data files."""
+    d = tmp_path_factory.mktemp("models")
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 256, (24, 1, 28, 28)).astype(np.uint8)
+    y = rng.integers(0, 10, 24)
+    m = random_vgg(input_shape=(1, 28, 28), widths=(4, 8), fc=16, rng=3, calibrate_x=x / 255.0)
+    m.graph["dataset"] = "fashion-mnist"
+    m.graph["arch"] = "tiny-vgg"
+    save_model(d / "model.npz", m.graph, m.arrays)
+    np.savez(d / "data.npz", x=x, y=y)
+    return d
