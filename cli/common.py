@@ -82,6 +82,20 @@ def check_range(name: str, value, low=None):
     return value
 
 
+def check_output_path(path, option: str) -> None:
+    """Fail before any work is done if ``path`` cannot be written."""
+    if path is None:
+        return
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise SrpError(f"cannot write {option} {p}: folder {parent} does not exist")
+    if p.is_dir():
+        raise SrpError(f"cannot write {option} {p}: it is a directory")
+    if not os.access(parent, os.W_OK):
+        raise SrpError(f"cannot write {option} {p}: folder {parent} is not writable")
+
+
 def atomic_write_bytes(path, write) -> None:
     """Call ``write(tmp_path)`` then move the file into place: nothing half-written on failure."""
     p = Path(path)
