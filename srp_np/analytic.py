@@ -27,7 +27,11 @@ def qcfs(y, lam, L):
         Quantisation steps.
     """
     y = np.asarray(y)
-    return lam * np.clip(np.floor(y * L / lam + 0.5) / L, 0.0, 1.0)
+    # same order of operations as the authors' PyTorch module (x/λ, ⌊x·L + 1/2⌋/L,
+    # clamp, ·λ), so that float32 results agree bit for bit
+    x = y / lam
+    x = np.floor(x * L + 0.5) / L
+    return np.clip(x, 0.0, 1.0) * lam
 
 
 def if_spike_count(y, theta, T):

@@ -1,4 +1,7 @@
 """Property-based tests of the IF neuron against the paper's closed forms."""
+import math
+from fractions import Fraction
+
 import numpy as np
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -70,10 +73,13 @@ def test_theorem1_on_uneven_inputs(xs, theta):
     T = len(xs)
     spikes, v = run_if(np.asarray(xs)[:, None], theta)
     phi = theta * spikes.sum() / T
-    a = qcfs(np.mean(xs), theta, T)
+    # the ANN level k of a = θ·k/T (Eq. 7 with L = T), in exact rational arithmetic
+    y = sum(Fraction(x) for x in xs) / T
+    k = min(max(math.floor(y * T / Fraction(theta) + Fraction(1, 2)), 0), T)
+    a = theta * k / T
     assert theorem1_holds(a, phi, v[0])
     # The statements themselves, spelled out on integer levels (a = θ·k/T, φ = θ·N/T):
-    k, n = round(a * T / theta), spikes.sum()
+    n = spikes.sum()
     if k == 0 and n > 0:
         assert v[0] < 0                      # (i) necessity
     if k > 0:
