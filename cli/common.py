@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -97,20 +96,10 @@ def check_output_path(path, option: str) -> None:
 
 
 def atomic_write_bytes(path, write) -> None:
-    """Call ``write(tmp_path)`` then move the file into place: nothing half-written on failure."""
-    p = Path(path)
-    if p.parent and not p.parent.exists():
-        raise SrpError(f"cannot write {p}: folder {p.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=str(p.parent or "."), prefix=f".{p.name}.", suffix=p.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, p)
-    except OSError as e:
-        raise SrpError(f"cannot write {p}: {e.strerror or e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write ``path`` atomically through ``write(tmp_path)`` (see :func:`srp_np.fileio.atomic_write`)."""
+    from srp_np.fileio import atomic_write
+
+    atomic_write(path, write)
 
 
 def write_json(path, obj) -> None:

@@ -42,23 +42,15 @@ def cli():
 
 
 def _register():
+    # every subcommand module keeps torch imports inside its command bodies
+    from .analysis_cmds import register as register_analysis
     from .run_cmd import run_cmd
+    from .train_cmds import export_cmd, train_cmd
 
     cli.add_command(run_cmd, "run")
-    # --- subcommands of other modules are registered below (keep torch imports lazy) ---
-    try:
-        from .train_cmds import export_cmd, train_cmd
-    except ImportError:  # pragma: no cover - module being written
-        pass
-    else:
-        cli.add_command(train_cmd, "train")
-        cli.add_command(export_cmd, "export")
-    try:
-        from .analysis_cmds import register as register_analysis
-    except ImportError:  # pragma: no cover - module being written
-        pass
-    else:
-        register_analysis(cli)
+    cli.add_command(train_cmd, "train")
+    cli.add_command(export_cmd, "export")
+    register_analysis(cli)
 
 
 _register()

@@ -30,8 +30,6 @@ arrays, shapes, cycles and dangling references) and raises
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from .errors import SrpError
+from .fileio import atomic_write
 
 FORMAT = "srp-np/1"
 OPS = ("conv2d", "linear", "avgpool2d", "flatten", "add", "qcfs")
@@ -329,12 +328,10 @@ def save_model(path, graph: dict, arrays: dict) -> Model:
     shapes = validate_graph(json.loads(json.dumps(graph)), arrays)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=str(p.parent))
-    os.close(fd)
-    try:
-        np.savez(tmp, graph=np.array(json.dumps(graph)), **arrays)
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, graph=np.array(json.dumps(graph)), **arrays)
+
+    atomic_write(p, write)
     return Model(graph=graph, arrays=arrays, shapes=shapes, path=str(p))
