@@ -46,6 +46,8 @@ def _run(fn):
 @click.option("--dataset", type=click.Choice(["fashion-mnist", "cifar10", "cifar100"]), required=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="data folder (Fashion-MNIST default: /usr/share/datasets/fashion-mnist)")
+@click.option("--download", is_flag=True,
+              help="CIFAR only: fetch the data into --data-dir with torchvision (needs torchvision + internet)")
 @click.option("--L", "L", type=click.IntRange(1, 1024), default=4, show_default=True,
               help="QCFS quantization steps")
 @click.option("--epochs", type=click.IntRange(1), default=None,
@@ -66,7 +68,7 @@ def _run(fn):
               help="checkpoint written after every epoch")
 @click.option("--resume", is_flag=True, help="continue from --checkpoint if it exists")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
-def train_cmd(arch, dataset, data_dir, L, epochs, batch_size, lr, weight_decay, width, dropout, seed,
+def train_cmd(arch, dataset, data_dir, download, L, epochs, batch_size, lr, weight_decay, width, dropout, seed,
               threads, limit_batches, out, checkpoint, resume, no_progress):
     """Train a QCFS ANN (SGD momentum 0.9, cosine schedule) and export it to OUT."""
     _require_torch()
@@ -75,7 +77,7 @@ def train_cmd(arch, dataset, data_dir, L, epochs, batch_size, lr, weight_decay, 
     _run(lambda: train(arch=arch, dataset=dataset, out=out, data_dir=data_dir, L=L, epochs=epochs,
                        batch_size=batch_size, lr=lr, weight_decay=weight_decay, width=width, seed=seed,
                        threads=threads, limit_batches=limit_batches, checkpoint=checkpoint,
-                       resume=resume, dropout=dropout, progress=not no_progress))
+                       resume=resume, dropout=dropout, progress=not no_progress, download=download))
 
 
 @click.command("export")

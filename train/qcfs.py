@@ -11,9 +11,9 @@ putshua/SNN_conversion_QCFS) operation by operation::
 
 so the gradient with respect to ``up`` is the one of their implementation.  The
 initial value of ``up`` is 8.0 as in ANN2SNN_SRP's ``QCFS(up=8., t=32)``
-(the QCFS repository's ``MyFloor`` defaults to 4.0, but its training script
-also replaces every ReLU with ``MyFloor(8., t)``... either way the value is only
-the starting point; it is trained).  The parameter is named ``up`` and has
+(``MyFloor`` of the QCFS repository defaults to 4.0); it is only the starting
+point, lambda is trained.  ``srp-np train`` additionally keeps lambda >= 0.01
+after each step (see ``srp_np.train.train.LAMBDA_MIN``).  The parameter is named ``up`` and has
 shape ``[1]`` exactly as in the authors' code so their state_dicts load.
 """
 from __future__ import annotations

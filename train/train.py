@@ -28,6 +28,12 @@ DEFAULT_EPOCHS = {"fashion-mnist": 30, "cifar10": 300, "cifar100": 300}
 # CIFAR-100); Fashion-MNIST: pad 2, flip, no Cutout.
 AUGMENT = {"fashion-mnist": (2, True, 0), "cifar10": (4, True, 16), "cifar100": (4, True, 8)}
 
+# After each SGD step every QCFS threshold is clamped to at least LAMBDA_MIN.
+# The authors' code does not do this; without it a deep, narrow VGG-16 at
+# lr 0.1 drove some thresholds negative in its first epoch, which makes the
+# activation meaningless (and the layer not convertible: theta = lambda > 0).
+LAMBDA_MIN = 1e-2
+
 
 def input_size_for(arch: str, native: int) -> int:
     """VGG-16 needs CIFAR geometry (32x32, 5 poolings); ResNets take the native size."""
@@ -36,10 +42,32 @@ def input_size_for(arch: str, native: int) -> int:
     return native
 
 
-def load_train_test(dataset: str, data_dir: Optional[str], arch: str):
+def download_cifar(dataset: str, data_dir: str):
+    """Fetch the CIFAR python-version batches with torchvision (needs torchvision
+    and internet); srp-np itself never downloads anything."""
+    try:
+        import torchvision
+    except ImportError:
+        raise SrpError("--download needs torchvision (pip install torchvision); or download the CIFAR "
+                       "python-version batches yourself and pass --data-dir") from None
+    cls = torchvision.datasets.CIFAR10 if dataset == "cifar10" else torchvision.datasets.CIFAR100
+    try:
+        for train in (True, False):
+            cls(root=data_dir, train=train, download=True)
+    except Exception as e:  # noqa: BLE001 - network errors come in many types
+        raise SrpError(f"downloading {dataset} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def load_train_test(dataset: str, data_dir: Optional[str], arch: str, download: bool = False):
     dataset = ds.normalize_name(dataset)
     if dataset == "imagenet":
         raise SrpError("training on ImageNet is not supported on CPU; use the authors' code and `srp-np export`")
+    if download:
+        if dataset not in ("cifar10", "cifar100"):
+            raise SrpError("--download is only for cifar10/cifar100 (Fashion-MNIST: apt install dataset-fashion-mnist)")
+        if data_dir is None:
+            raise SrpError("--download needs --data-dir (where to put the data)")
+        download_cifar(dataset, data_dir)
     xtr, ytr = ds.load_dataset(dataset, "train", data_dir)
     xte, yte = ds.load_dataset(dataset, "test", data_dir)
     size = input_size_for(arch, xtr.shape[-1])
@@ -88,7 +116,8 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
           epochs: Optional[int] = None, batch_size: int = 128, lr: Optional[float] = None,
           weight_decay: float = 5e-4, width: float = 1.0, seed: int = 0, threads: Optional[int] = None,
           limit_batches: Optional[int] = None, checkpoint: Optional[str] = None, resume: bool = False,
-          dropout: float = 0.0, progress: bool = True, log=None):
+          dropout: float = 0.0, progress: bool = True, log=None,
+          download: bool = False, _stop_after: Optional[int] = None):
     """Train a QCFS network and export it to ``out`` (srp-np/1).  Returns the exported graph."""
     log = log or (lambda s: print(s, flush=True))
     dataset = ds.normalize_name(dataset)
@@ -109,7 +138,7 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
     except Exception:  # pragma: no cover
         pass
 
-    xtr, ytr, xte, yte = load_train_test(dataset, data_dir, arch)
+    xtr, ytr, xte, yte = load_train_test(dataset, data_dir, arch, download)
     mean, std = ds.dataset_stats(dataset)
     norm = Normalizer(mean, std)
     num_classes = ds.NUM_CLASSES[dataset]
@@ -142,6 +171,7 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
         batches = min(batches, int(limit_batches))
     batches = max(batches, 1)
     total_steps = epochs * batches
+    ups = [m.up for _, m in qcfs_modules(model)]
     xtr_t = torch.from_numpy(xtr)
     ytr_t = torch.from_numpy(ytr)
     t_start = time.time()
@@ -170,6 +200,9 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            with torch.no_grad():  # keep every threshold positive (see LAMBDA_MIN)
+                for up in ups:
+                    up.clamp_(min=LAMBDA_MIN)
             loss_sum += loss.item() * len(yb)
             correct += int((logits.argmax(1) == yb).sum())
             seen += len(yb)
@@ -189,6 +222,8 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
             _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
                           "generator": gen.get_state(), "epoch": epoch + 1,
                           "config": config, "history": history}, checkpoint)
+        if _stop_after is not None and epoch + 1 >= _stop_after:  # tests: simulate an interruption
+            return None
     acc, count = evaluate(model, xte, yte, norm, limit_batches=limit_batches)
     log(f"final ANN test accuracy {acc:.4f} on {count} images; "
         f"training wall time {time.time() - t_start:.0f}s")

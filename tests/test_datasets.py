@@ -1,0 +1,207 @@
+"""Data readers (srp_np.datasets): real formats written into tmp_path, the shipped test split."""
+import gzip
+import os
+import pickle
+import struct
+
+import numpy as np
+import pytest
+
+from srp_np import datasets as ds
+from srp_np.errors import SrpError
+
+
+def write_idx(path, arr, compress=True):
+    arr = np.asarray(arr)
+    code = {np.dtype(np.uint8): 0x08}[arr.dtype]
+    header = bytes([0, 0, code, arr.ndim]) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
+    data = header + arr.tobytes()
+    with (gzip.open if compress else open)(path, "wb") as f:
+        f.write(data)
+
+
+def test_shipped_test_set():
+    x, y = ds.load_shipped_test_set()
+    assert x.shape == (10000, 1, 28, 28) and x.dtype == np.uint8
+    assert y.shape == (10000,) and y.dtype == np.int64
+    assert np.bincount(y).tolist() == [1000] * 10
+    assert 0.25 < x.mean() / 255 < 0.32  # Fashion-MNIST mean pixel ~0.286
+
+
+def test_fashion_mnist_idx_reader(tmp_path):
+    rng = np.random.default_rng(0)
+    xi = rng.integers(0, 256, (7, 28, 28), dtype=np.uint8)
+    yi = rng.integers(0, 10, 7).astype(np.uint8)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", xi)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", yi)
+    write_idx(tmp_path / "train-images-idx3-ubyte", xi[:3], compress=False)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", yi[:3], compress=False)
+    x, y = ds.load_fashion_mnist("test", str(tmp_path))
+    assert x.shape == (7, 1, 28, 28) and x.dtype == np.uint8 and y.dtype == np.int64
+    np.testing.assert_array_equal(x[:, 0], xi)
+    np.testing.assert_array_equal(y, yi)
+    x, y = ds.load_dataset("fashion-mnist", "train", str(tmp_path))
+    assert x.shape == (3, 1, 28, 28)
+
+
+def test_idx_errors(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04garbage")
+    with pytest.raises(SrpError, match="bad magic"):
+        ds.read_idx(tmp_path / "bad")
+    write_idx(tmp_path / "short", np.zeros((4, 2), np.uint8), compress=False)
+    (tmp_path / "short").write_bytes((tmp_path / "short").read_bytes()[:-3])
+    with pytest.raises(SrpError, match="does not match"):
+        ds.read_idx(tmp_path / "short")
+    with pytest.raises(SrpError, match="no t10k-images"):
+        ds.load_fashion_mnist("test", str(tmp_path))
+    with pytest.raises(SrpError, match="not found"):
+        ds.load_fashion_mnist("test", str(tmp_path / "nope"))
+
+
+def test_real_fashion_mnist_matches_shipped():
+    if not os.path.isdir(ds.DEFAULT_FMNIST_DIR):
+        pytest.skip(f"{ds.DEFAULT_FMNIST_DIR} not installed (Debian package dataset-fashion-mnist)")
+    x, y = ds.load_fashion_mnist("test")
+    xs, ys = ds.load_shipped_test_set()
+    np.testing.assert_array_equal(x, xs)
+    np.testing.assert_array_equal(y, ys)
+
+
+def _cifar_batch(rng, n, fine=False):
+    data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+    d = {b"batch_label": b"synthetic", b"data": data, b"filenames": [b"img%d.png" % i for i in range(n)]}
+    if fine:
+        d[b"fine_labels"] = rng.integers(0, 100, n).tolist()
+        d[b"coarse_labels"] = rng.integers(0, 20, n).tolist()
+    else:
+        d[b"labels"] = rng.integers(0, 10, n).tolist()
+    return d
+
+
+def test_cifar10_reader(tmp_path):
+    rng = np.random.default_rng(1)
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batches[name] = _cifar_batch(rng, 4)
+        with open(root / name, "wb") as f:
+            pickle.dump(batches[name], f, protocol=2)  # the real files are Python-2 pickles
+    x, y = ds.load_cifar("cifar10", "train", str(tmp_path))  # parent folder is found too
+    assert x.shape == (20, 3, 32, 32) and x.dtype == np.uint8 and y.dtype == np.int64
+    first = batches["data_batch_1"]
+    # the row layout is 1024 red, 1024 green, 1024 blue values, each row-major 32x32
+    np.testing.assert_array_equal(x[0, 0].ravel(), first[b"data"][0, :1024])
+    np.testing.assert_array_equal(x[0, 2, 1, :], first[b"data"][0, 2048 + 32:2048 + 64])
+    np.testing.assert_array_equal(y[:4], first[b"labels"])
+    x, y = ds.load_dataset("cifar10", "test", str(root))
+    np.testing.assert_array_equal(y, batches["test_batch"][b"labels"])
+    assert x.shape == (4, 3, 32, 32)
+
+
+def test_cifar100_reader(tmp_path):
+    rng = np.random.default_rng(2)
+    root = tmp_path / "cifar-100-python"
+    root.mkdir()
+    for name, n in (("train", 6), ("test", 5)):
+        with open(root / name, "wb") as f:
+            pickle.dump(_cifar_batch(rng, n, fine=True), f, protocol=2)
+    x, y = ds.load_cifar("cifar100", "train", str(root))
+    assert x.shape == (6, 3, 32, 32) and y.max() < 100
+    x, y = ds.load_cifar("cifar-100", "test", str(tmp_path))
+    assert len(y) == 5
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/srp_np_pwned_by_pickle",))
+
+
+def test_cifar_reader_refuses_arbitrary_pickles(tmp_path):
+    root = tmp_path / "c"
+    root.mkdir()
+    with open(root / "test_batch", "wb") as f:
+        pickle.dump({b"data": _Evil(), b"labels": [1]}, f)
+    with pytest.raises(SrpError, match="refusing to load"):
+        ds.load_cifar("cifar10", "test", str(root))
+    assert not os.path.exists("/tmp/srp_np_pwned_by_pickle")
+    (root / "test_batch").write_bytes(b"not a pickle at all")
+    with pytest.raises(SrpError, match="not a CIFAR python batch"):
+        ds.load_cifar("cifar10", "test", str(root))
+    with pytest.raises(SrpError, match="no such file"):
+        ds.load_cifar("cifar10", "train", str(root))
+    with pytest.raises(SrpError, match="--data-dir"):
+        ds.load_cifar("cifar10", "test", None)
+
+
+def test_image_folder_reader(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    colors = {"a_red": (255, 0, 0), "b_green": (0, 255, 0), "c_blue": (0, 0, 255)}
+    for i, (cls, col) in enumerate(colors.items()):
+        (tmp_path / cls).mkdir()
+        Image.new("RGB", (300 + 20 * i, 260), col).save(tmp_path / cls / "x.png")
+        Image.new("RGB", (240, 400), col).save(tmp_path / cls / "y.jpg", quality=95)
+    (tmp_path / "a_red" / "notes.txt").write_text("ignored")
+    x, y = ds.load_image_folder(tmp_path)
+    assert x.shape == (6, 3, 224, 224) and x.dtype == np.uint8
+    assert y.tolist() == [0, 0, 1, 1, 2, 2]
+    for i in range(6):
+        assert x[i, y[i]].mean() > 240 and np.delete(x[i], y[i], axis=0).mean() < 15
+    # ImageNet layout: root/train and root/val
+    (tmp_path / "val").mkdir()
+    (tmp_path / "val" / "k").mkdir()
+    Image.new("RGB", (224, 224), (10, 20, 30)).save(tmp_path / "val" / "k" / "z.png")
+    x, y = ds.load_dataset("imagenet", "test", str(tmp_path))
+    assert x.shape == (1, 3, 224, 224) and tuple(x[0, :, 100, 100]) == (10, 20, 30)
+    with pytest.raises(SrpError, match="no class subfolders"):
+        ds.load_image_folder(tmp_path / "val" / "k")
+
+
+def test_npz_reader(tmp_path):
+    x = np.random.default_rng(3).random((5, 1, 4, 4))
+    np.savez(tmp_path / "f.npz", x=x, y=np.arange(5))
+    xr, yr = ds.load_npz_data(tmp_path / "f.npz")
+    assert xr.dtype == np.float32 and yr.dtype == np.int64
+    np.savez(tmp_path / "u.npz", x=(x * 255).astype(np.uint8), y=np.arange(5))
+    assert ds.load_npz_data(tmp_path / "u.npz")[0].dtype == np.uint8
+    bad = {
+        "noy": dict(x=x),
+        "ndim": dict(x=x[:, 0], y=np.arange(5)),
+        "len": dict(x=x, y=np.arange(4)),
+        "range": dict(x=x * 255, y=np.arange(5)),
+        "ydtype": dict(x=x, y=np.arange(5) * 0.5),
+    }
+    for name, arrays in bad.items():
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        with pytest.raises(SrpError) as e:
+            ds.load_npz_data(tmp_path / f"{name}.npz")
+        assert "\n" not in str(e.value)
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(SrpError, match="not a readable"):
+        ds.load_npz_data(tmp_path / "junk.npz")
+    with pytest.raises(SrpError, match="no such file"):
+        ds.load_npz_data(tmp_path / "missing.npz")
+
+
+def test_fit_to_shape_and_to_float():
+    x = np.full((2, 1, 28, 28), 7, np.uint8)
+    p = ds.fit_to_shape(x, [1, 32, 32])
+    assert p.shape == (2, 1, 32, 32) and p.dtype == np.uint8
+    assert (p[:, :, 2:30, 2:30] == 7).all() and p.sum() == x.sum()
+    assert ds.fit_to_shape(x, (1, 28, 28)) is x
+    with pytest.raises(SrpError, match="channel"):
+        ds.fit_to_shape(x, [3, 32, 32])
+    with pytest.raises(SrpError, match="do not fit"):
+        ds.fit_to_shape(x, [1, 16, 16])
+    f = ds.to_float(np.array([0, 255], np.uint8))
+    assert f.dtype == np.float32 and f.tolist() == [0.0, 1.0]
+
+
+def test_names_and_stats():
+    assert ds.normalize_name("Fashion_MNIST") == "fashion-mnist"
+    assert ds.normalize_name("CIFAR-10") == "cifar10"
+    mean, std = ds.dataset_stats("cifar100")
+    assert len(mean) == len(std) == 3
+    assert ds.dataset_stats("fashion-mnist") == ([0.2860], [0.3530])
+    with pytest.raises(SrpError, match="unknown data set"):
+        ds.normalize_name("mnist")
