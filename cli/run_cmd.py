@@ -18,7 +18,9 @@ def _print_table(ev, model, origin) -> None:
 
     console = Console()
     mode = "plain QCFS conversion (τ = 0)" if ev.tau == 0 else f"SRP, τ = {ev.tau}"
-    table = Table(title=f"{model.graph.get('arch', 'model')}: {mode}, {ev.n_images} images ({origin}), {ev.dtype}")
+    console.print(f"[bold]{model.graph.get('arch', 'model')}[/bold]: {mode}; {ev.n_images} images ({origin}); "
+                  f"{ev.dtype}")
+    table = Table()
     table.add_column("t", justify="right")
     table.add_column("latency τ+t", justify="right")
     table.add_column("SNN accuracy", justify="right")
