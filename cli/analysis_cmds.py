@@ -1,0 +1,432 @@
+"""``srp-np sweep``, ``analyze``, ``report`` and ``explain``: the paper's tables and figures.
+
+Registered on the main group by :func:`register` (called from ``cli/main.py``).
+"""
+from __future__ import annotations
+
+import json
+
+import click
+import numpy as np
+
+from srp_np.errors import SrpError
+
+from .common import (announce_compilation, check_range, data_dir_option, data_option, dtype_option, limit_option,
+                     load_data_option, load_model_option, mask_eps_option, parse_dtype, progress_bar,
+                     weights_option, write_json)
+
+json_option = click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
+                           type=click.Path(dir_okay=True, allow_dash=True),
+                           help="Write the figures as JSON to this file ('--json' alone or '--json -': stdout, "
+                                "no table).")
+
+
+def _prepare(model, x_raw) -> np.ndarray:
+    from srp_np.datasets import fit_to_shape, to_float
+
+    return model.preprocess(fit_to_shape(to_float(np.asarray(x_raw)), model.input_shape))
+
+
+def _emit_json(json_out, obj) -> None:
+    if json_out == "-":
+        click.echo(json.dumps(obj, indent=2))
+    else:
+        write_json(json_out, obj)
+
+
+def _load(weights, data, data_dir, limit):
+    check_range("--limit", limit, 1)
+    model = load_model_option(weights)
+    x_raw, y, origin = load_data_option(model, data, data_dir, limit)
+    return model, _prepare(model, x_raw), np.asarray(y), origin
+
+
+# ----------------------------------------------------------------------------- sweep
+
+@click.command("sweep")
+@weights_option
+@data_option
+@data_dir_option
+@click.option("--tau", "taus", default="0,2,4,8,16", show_default=True,
+              help="Comma-separated stage-1 lengths; 0 = plain QCFS conversion.")
+@click.option("--T", "T", type=int, default=64, show_default=True,
+              help="Largest stage-2 length; every t = 1..T comes from the same run.")
+@limit_option
+@dtype_option
+@mask_eps_option
+@json_option
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Write the accuracy-vs-latency plot (PNG) here.")
+def sweep_cmd(weights, data, data_dir, taus, T, limit, dtype, mask_eps, json_out, plot):
+    """Accuracy for every τ and T = 1, 2, 4, ..., T (the paper's Table 4).
+
+    One simulation per τ with the largest T gives every smaller T (the mean
+    output after t stage-2 steps does not depend on later steps).
+
+    \b
+    Examples:
+      srp-np sweep --weights weights/vgg16_fmnist.npz --tau 0,2,4,8,16 --T 64 --limit 1000
+      srp-np sweep --tau 0,4 --T 16 --json sweep.json --plot sweep.png
+    """
+    from srp_np.sweep import format_table, parse_int_list, sweep
+
+    tau_list = parse_int_list(taus, "--tau")
+    check_range("--T", T, 1)
+    dt = parse_dtype(dtype)
+    model, x, y, origin = _load(weights, data, data_dir, limit)
+    announce_compilation(dt)
+    with progress_bar(len(x) * len(tau_list), "sweep") as bar:
+        res = sweep(model, x, y, tau_list, T, dtype=dt, mask_eps=mask_eps, progress=bar.update)
+    res.update(model=model.path, data=origin, arch=model.graph.get("arch"), dtype=np.dtype(dt).name)
+    if json_out != "-":
+        arch = model.graph.get("arch", "")
+        click.echo(f"{arch or 'model'}: accuracy vs stage-2 steps T, {len(x)} images ({origin})")
+        click.echo(format_table(res, arch))
+    if plot:
+        from srp_np.plots import plot_sweep
+
+        plot_sweep(res, plot, title=f"{model.graph.get('arch', 'model')}: accuracy vs latency ({len(x)} images)")
+        if json_out != "-":
+            click.echo(f"plot written to {plot}")
+    if json_out:
+        _emit_json(json_out, res)
+
+
+# ----------------------------------------------------------------------------- analyze
+
+def format_analysis(res: dict) -> str:
+    from srp_np.analysis import error_total
+
+    lines = []
+    for err, title in (("error_I", "Unevenness Error I (a = QCFS(mean SNN input))"),
+                       ("error_II", "Unevenness Error II (a = ANN activation)")):
+        lines.append(f"{title}: % of neurons per case, baseline τ=0 → SRP τ={res['tau']}, T={res['T']}")
+        head = ["layer", "case1", "case2", "case3", "case4", "any error"]
+        rows = []
+        for L in res["layers"]:
+            b, s = L["baseline"][err], L["srp"][err]
+            cells = [L["name"]] + [f"{100 * b[c]:5.1f} → {100 * s[c]:5.1f}" for c in ("case1", "case2", "case3",
+                                                                                      "case4")]
+            cells.append(f"{100 * error_total(b):5.1f} → {100 * error_total(s):5.1f}")
+            rows.append(cells)
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+        fmt = lambda c: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths)))
+        lines += [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows] + [""]
+    if "accuracy" in res:
+        acc = res["accuracy"]
+        lines.append(f"accuracy after T={res['T']}: baseline {100 * acc['baseline']:.2f}%, "
+                     f"SRP {100 * acc['srp']:.2f}%")
+    return "\n".join(lines)
+
+
+@click.command("analyze")
+@weights_option
+@data_option
+@data_dir_option
+@click.option("--tau", type=int, default=4, show_default=True, help="SRP stage-1 length (compared with τ = 0).")
+@click.option("--T", "T", type=int, default=None,
+              help="Stage-2 steps (φ and ȳ are means over them). Default: the model's L (Theorem 1 assumes T = L; "
+                   "with T ≠ L the cases also count the quantisation mismatch of the two grids).")
+@limit_option
+@dtype_option
+@mask_eps_option
+@click.option("--batch-size", "-b", type=int, default=64, show_default=True,
+              help="Images per simulator call (bounds memory; results do not depend on it).")
+@json_option
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Write stacked bars per layer (like Figs. 3 and 5) here (PNG).")
+def analyze_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, batch_size, json_out, plot):
+    """Fractions of neurons in each unevenness-error case per IF layer (Figs. 3 and 5).
+
+    For every IF layer, over all its neurons and all images: φ = θ·(stage-2
+    spikes after the mask)/T is compared with a, where a is the ANN's QCFS
+    activation (Error II) or QCFS(ȳ), ȳ the neuron's mean stage-2 input
+    current (Error I). Case 1: a = 0, φ > a; case 2: 0 < a < λ, φ > a;
+    case 3: 0 < a < λ, φ < a; case 4: a = λ, φ < a. Equalities use a
+    tolerance of 1e-6·λ. Baseline is τ = 0, SRP is --tau.
+
+    \b
+    Examples:
+      srp-np analyze --weights weights/vgg16_fmnist.npz --tau 4 --limit 1000 --plot cases.png
+      srp-np analyze --tau 8 --T 8 --json cases.json
+    """
+    from srp_np.analysis import analyze
+
+    check_range("--tau", tau, 1)
+    check_range("--T", T, 1)
+    check_range("--batch-size", batch_size, 1)
+    dt = parse_dtype(dtype)
+    model, x, y, origin = _load(weights, data, data_dir, limit)
+    T = model.L if T is None else T
+    announce_compilation(dt)
+    with progress_bar(2 * len(x), "analyze") as bar:
+        res = analyze(model, x, tau, T, y=y, dtype=dt, mask_eps=mask_eps, chunk=batch_size, progress=bar.update)
+    res.update(model=model.path, data=origin, arch=model.graph.get("arch"))
+    if json_out != "-":
+        click.echo(f"{model.graph.get('arch', 'model')}: {len(x)} images ({origin}), L={model.L}")
+        click.echo(format_analysis(res))
+    if plot:
+        from srp_np.plots import plot_cases
+
+        plot_cases(res, plot, title=f"{model.graph.get('arch', 'model')}: unevenness error cases per IF layer "
+                                    f"(T={T}, {len(x)} images)")
+        if json_out != "-":
+            click.echo(f"plot written to {plot}")
+    if json_out:
+        _emit_json(json_out, res)
+
+
+# ----------------------------------------------------------------------------- report
+
+def format_report(rep: dict) -> str:
+    lines = [f"costs per image (mean of {rep['images']} images), τ={rep['tau']}, T={rep['T']}"]
+    head = ["IF layer", "neurons", "spikes st.2", "rate st.2", "spikes st.1", "rate st.1"]
+    rows = [[L["name"], f"{L['neurons']:,}", f"{L['spikes']:,.1f}", f"{L['firing_rate']:.4f}",
+             f"{L['spikes_stage1']:,.1f}",
+             "-" if L["firing_rate_stage1"] is None else f"{L['firing_rate_stage1']:.4f}"] for L in rep["if_layers"]]
+    t = rep["totals"]
+    rows.append(["total", f"{t['neurons']:,}", f"{t['spikes']:,.1f}", f"{t['firing_rate']:.4f}",
+                 f"{t['spikes_stage1']:,.1f}", "-" if t["firing_rate_stage1"] is None
+                 else f"{t['firing_rate_stage1']:.4f}"])
+    lines += _table(head, rows) + [""]
+    head = ["synaptic node", "op", "SOPs st.2", "SOPs st.1", "ANN MACs", "energy SNN (nJ)", "energy ANN (nJ)"]
+    rows = []
+    for L in rep["synaptic_layers"]:
+        s2 = "analog" if L["analog"] else f"{L['sops']:,.0f}"
+        s1 = "analog" if L["analog"] else f"{L['sops_stage1']:,.0f}"
+        macs = f"{L['ann_macs']:,}" if L["op"] != "add" else f"{L['ann_adds']:,} adds"
+        rows.append([L["name"], L["op"], s2, s1, macs, f"{1e9 * L['energy_snn_j']:,.2f}",
+                     f"{1e9 * L['energy_ann_j']:,.2f}"])
+    rows.append(["total", "", f"{t['sops']:,.0f}", f"{t['sops_stage1']:,.0f}", f"{t['ann_macs']:,}",
+                 f"{1e9 * t['energy_snn_j']:,.2f}", f"{1e9 * t['energy_ann_j']:,.2f}"])
+    lines += _table(head, rows)
+    ratio = t["energy_ratio_snn_over_ann"]
+    lines += ["", f"ENERGY IS AN ESTIMATE: E_AC = {rep['e_ac_j'] * 1e12:g} pJ per accumulate (SOP), "
+                  f"E_MAC = {rep['e_mac_j'] * 1e12:g} pJ per MAC; defaults: 32-bit float add / mult+add, 45 nm "
+                  "(Horowitz, ISSCC 2014); no memory access. Analog (input-driven) layers are charged as MACs on "
+                  f"every one of the τ+T = {rep['analog_mac_steps']} steps.",
+              f"SNN/ANN energy ratio: {ratio:.3f}" if ratio is not None else ""]
+    return "\n".join(lines)
+
+
+def _table(head, rows) -> list:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    fmt = lambda c: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths)))
+    return [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+
+
+@click.command("report")
+@weights_option
+@data_option
+@data_dir_option
+@click.option("--tau", type=int, default=4, show_default=True, help="Stage-1 steps; 0 = plain QCFS conversion.")
+@click.option("--T", "T", type=int, default=8, show_default=True, help="Stage-2 steps.")
+@limit_option
+@dtype_option
+@mask_eps_option
+@click.option("--e-ac", type=float, default=0.9, show_default=True,
+              help="Energy per accumulate (synaptic operation) in pJ (45 nm fp32 add, Horowitz ISSCC 2014).")
+@click.option("--e-mac", type=float, default=4.6, show_default=True,
+              help="Energy per multiply-accumulate in pJ (45 nm fp32 mult+add, Horowitz ISSCC 2014).")
+@json_option
+def report_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, e_ac, e_mac, json_out):
+    """Costs: spikes, firing rates, synaptic operations, ANN MACs and an energy ESTIMATE.
+
+    Per IF layer: spikes and firing rate (spikes per neuron per step) in
+    each stage. Per synaptic node: synaptic operations (each spike times
+    its exact fan-out, borders counted), the ANN's MACs, and an energy
+    estimate E_AC·SOPs (SNN) vs E_MAC·MACs (ANN). All per image.
+
+    \b
+    Examples:
+      srp-np report --weights weights/resnet20_fmnist.npz --tau 4 --T 8 --limit 500
+      srp-np report --e-ac 0.03 --e-mac 0.2 --json costs.json   # 8-bit int energies
+    """
+    from srp_np.costs import cost_report
+    from srp_np.simulator import Simulator
+
+    check_range("--tau", tau, 0)
+    check_range("--T", T, 1)
+    if not (e_ac >= 0 and e_mac >= 0):
+        raise SrpError("--e-ac and --e-mac must be non-negative numbers (pJ)")
+    dt = parse_dtype(dtype)
+    model, x, y, origin = _load(weights, data, data_dir, limit)
+    announce_compilation(dt)
+    with progress_bar(len(x), f"simulating τ={tau} T={T}") as bar:
+        res = Simulator(model, dt).run(x, tau, T, mask_eps=mask_eps, progress=bar.update)
+    rep = cost_report(model, res, e_ac=e_ac * 1e-12, e_mac=e_mac * 1e-12)
+    rep.update(model=model.path, data=origin, accuracy=float(res.accuracy(y)[-1]))
+    if json_out != "-":
+        click.echo(f"{model.graph.get('arch', 'model')}: {len(x)} images ({origin}); "
+                   f"SNN accuracy after T={T}: {100 * rep['accuracy']:.2f}%")
+        click.echo(format_report(rep))
+    if json_out:
+        _emit_json(json_out, rep)
+
+
+# ----------------------------------------------------------------------------- explain
+
+@click.group("explain")
+def explain_group():
+    """Step-by-step mechanics of ANN-SNN conversion and SRP, for learning.
+
+    \b
+      srp-np explain fig1       the paper's Fig. 1 unevenness example
+      srp-np explain neuron     one real neuron through both SRP stages
+      srp-np explain theorem1   Theorem 1 checked on random examples
+    """
+
+
+@explain_group.command("fig1")
+@click.option("--v0", type=float, default=None, help="Initial membrane (default θ/2, Algorithm 1).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the picture (PNG) here.")
+@json_option
+def fig1_cmd(v0, plot, json_out):
+    """The paper's Fig. 1: the same spike counts in three orders give three outputs.
+
+    Two presynaptic neurons with W = [2, -1], each firing 3 spikes in T = 6
+    steps (a = φ = [0.5, 0.5], θ = 1), feed one IF neuron with θ = λ = 1. The
+    ANN outputs a = ReLU(2·0.5 − 0.5) = 0.5. Evenly arriving spikes give
+    φ = 3/6 = 0.5; the +2 input first gives 4/6 (too many spikes); the −1
+    input first gives 2/6 (too few): the unevenness error.
+    """
+    from srp_np.explain import fig1, format_steps
+
+    res = fig1(v0)
+    if json_out != "-":
+        click.echo(f"W = {res['W']}, a^(l-1) = phi^(l-1) = {res['a_prev']}, theta = lambda = {res['theta']}, "
+                   f"T = {res['T']}, v(0) = {res['v0']:g}")
+        click.echo(f"ANN: a = ReLU(W·a^(l-1)) = {res['a']:g}\n")
+        for s in res["scenarios"]:
+            click.echo(s["title"])
+            click.echo(format_steps(s["steps"], {"pre w=+2": s["pre_spikes"][0], "pre w=-1": s["pre_spikes"][1]}))
+            rel = "=" if abs(s["error"]) < 1e-12 else (">" if s["error"] > 0 else "<")
+            click.echo(f"phi(T) = {s['phi']:.4f} {rel} a = {res['a']:g}; error phi - a = {s['error']:+.4f}; "
+                       f"v(T) = {s['v_T']:+g}\n")
+    if plot:
+        from srp_np.plots import plot_fig1
+
+        plot_fig1(res, plot)
+        if json_out != "-":
+            click.echo(f"plot written to {plot}")
+    if json_out:
+        _emit_json(json_out, res)
+
+
+@explain_group.command("neuron")
+@weights_option
+@data_option
+@data_dir_option
+@click.option("--layer", required=True, help="IF (qcfs) node name, e.g. from `srp-np analyze`.")
+@click.option("--index", required=True, help="Neuron index in the layer: c,y,x (conv) or i (flat).")
+@click.option("--image", type=int, default=0, show_default=True, help="Image number in the data set.")
+@click.option("--tau", type=int, default=4, show_default=True, help="Stage-1 steps (0 = plain conversion).")
+@click.option("--T", "T", type=int, default=8, show_default=True, help="Stage-2 steps.")
+@mask_eps_option
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the trace picture (PNG) here.")
+@json_option
+def neuron_cmd(weights, data, data_dir, layer, index, image, tau, T, mask_eps, plot, json_out):
+    """Trace one neuron of a real model through stage 1 and stage 2 of SRP.
+
+    Per step: input current, membrane before/after, spike, running φ; then
+    v(τ), the mask decision, the ANN's activation a and the unevenness-error
+    case the neuron falls in. The network is stepped densely in float64 on
+    that one image.
+
+    \b
+    Example:
+      srp-np explain neuron --weights weights/vgg16_fmnist.npz --layer act3 --index 5,7,7 --image 0
+    """
+    from srp_np.explain import CASE_TEXT, format_steps, neuron_trace
+
+    check_range("--tau", tau, 0)
+    check_range("--T", T, 1)
+    model = load_model_option(weights)
+    if image < 0:
+        raise SrpError(f"--image must be >= 0, got {image}")
+    x_raw, y, origin = load_data_option(model, data, data_dir, image + 1)
+    if image >= len(x_raw):
+        raise SrpError(f"--image {image} is out of range: the data set has {len(x_raw)} images")
+    x = _prepare(model, x_raw[image:image + 1])
+    tr = neuron_trace(model, x, layer, index, tau, T, mask_eps=mask_eps)
+    tr.update(image=image, label=int(y[image]), model=model.path, data=origin)
+    if json_out != "-":
+        th = tr["theta"]
+        click.echo(f"{model.graph.get('arch', 'model')}: layer {layer}, neuron {tuple(tr['index'])} of "
+                   f"{tr['shape']}, image {image} (label {tr['label']}), theta = lambda = {th:.6g}, L = {tr['L']}")
+        if tau:
+            click.echo(f"\nstage 1 ({tau} steps, v(0) = theta/2, no mask):")
+            click.echo(format_steps(tr["stage1"]))
+            keep = tr["kept"]
+            click.echo(f"\nv(tau) = {tr['v_tau']:.6g}; mask: v(tau) > eps·theta = {mask_eps * th:.3g} -> "
+                       f"{'KEEP (spikes pass in stage 2)' if keep else 'SILENCE (stage-2 spikes are dropped)'}")
+            click.echo("membranes reset to theta/2")
+        click.echo(f"\nstage 2 ({T} steps{'' if not tau else ', masked' if not tr['kept'] else ''}):")
+        click.echo(format_steps(tr["stage2"]))
+        click.echo(f"\nphi = theta·{tr['spikes']}/{T} = {tr['phi']:.6g}; mean input ybar = {tr['ybar']:.6g}; "
+                   f"v(T) = {tr['v_T']:.6g}")
+        click.echo(f"ANN: pre-activation y = {tr['y_ann']:.6g}, a = QCFS(y) = {tr['a_ann']:.6g}  ->  Error II: "
+                   f"{CASE_TEXT[tr['case_error_II']]}")
+        click.echo(f"layer fed the SNN's inputs: a = QCFS(ybar) = {tr['a_error_I']:.6g}  ->  Error I: "
+                   f"{CASE_TEXT[tr['case_error_I']]}")
+    if plot:
+        from srp_np.plots import plot_neuron
+
+        plot_neuron(tr, plot)
+        if json_out != "-":
+            click.echo(f"plot written to {plot}")
+    if json_out:
+        _emit_json(json_out, tr)
+
+
+@explain_group.command("theorem1")
+@click.option("--n", "n", type=int, default=2000, show_default=True, help="Random examples (neurons).")
+@click.option("--T", "T", type=int, default=8, show_default=True, help="Time steps.")
+@click.option("--L", "L", type=int, default=None, help="QCFS steps (default: T, the theorem's precondition).")
+@click.option("--inputs", type=int, default=4, show_default=True, help="Presynaptic neurons per example.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@json_option
+def theorem1_cmd(n, T, L, inputs, seed, json_out):
+    """Check Theorem 1 on random single-layer examples, with counts.
+
+    Each example: an IF neuron (θ = λ, v(0) = θ/2) fed by presynaptic IF
+    neurons that fire random numbers of spikes at random times, so that the
+    ANN and the SNN see the same weighted input y = W·φ^{l-1}. With L = T:
+    (i) a = 0: φ > a ⇒ v(T) < 0, and v(T) < 0 ⇒ φ ≥ a;
+    (ii) a > 0: v(T) < 0 ⇔ φ > a. Pass --L different from --T to watch
+    the statements fail when the precondition is broken.
+    """
+    from srp_np.explain import theorem1_demo
+
+    check_range("--n", n, 1)
+    check_range("--T", T, 1)
+    check_range("--L", L, 1)
+    check_range("--inputs", inputs, 1)
+    r = theorem1_demo(n=n, T=T, L=L, n_in=inputs, rng=seed)
+    if json_out != "-":
+        z, p = r["a_zero"], r["a_positive"]
+        click.echo(f"{r['examples']} random neurons, T = {r['T']}, L = {r['L']}, {r['n_in']} inputs each"
+                   f"{'' if r['preconditions_met'] else '  (L != T: precondition of Theorem 1 broken)'}")
+        click.echo(f"\n(i) a = 0: {z['examples']} neurons")
+        click.echo(f"    necessity  phi > a  =>  v(T) < 0 : {z['phi_gt_a_and_v_neg']}/{z['phi_gt_a']} "
+                   f"(violations: {z['necessity_violations']})")
+        click.echo(f"    sufficiency v(T) < 0 =>  phi >= a : {z['v_neg_and_phi_ge_a']}/{z['v_neg']} "
+                   f"(violations: {z['sufficiency_violations']})")
+        click.echo(f"(ii) a > 0: {p['examples']} neurons, v(T) < 0  <=>  phi > a")
+        click.echo(f"    v(T) < 0 and phi > a   : {p['v_neg_and_phi_gt_a']}")
+        click.echo(f"    v(T) >= 0 and phi <= a : {p['v_nonneg_and_phi_le_a']}")
+        click.echo(f"    v(T) < 0 but phi <= a  : {p['v_neg_but_phi_le_a']}  (violations)")
+        click.echo(f"    phi > a but v(T) >= 0  : {p['phi_gt_a_but_v_nonneg']}  (violations)")
+        click.echo(f"\nTheorem 1 holds for {r['holds']}/{r['examples']} neurons ({r['violations']} violations).")
+        c = r["cases"]
+        click.echo("cases: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    if json_out:
+        _emit_json(json_out, r)
+
+
+def register(cli) -> None:
+    """Add ``sweep``, ``analyze``, ``report`` and ``explain`` to the ``srp-np`` group."""
+    cli.add_command(sweep_cmd, "sweep")
+    cli.add_command(analyze_cmd, "analyze")
+    cli.add_command(report_cmd, "report")
+    cli.add_command(explain_group, "explain")
