@@ -86,11 +86,13 @@ def plot_cases(result: dict, path, title: str = "") -> str:
         ax.set_ylabel("% of neurons")
         ax.set_title(f"{name}: left bar τ=0 (QCFS), right bar (hatched) SRP τ={result['tau']}", fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
-    axes[0].legend(fontsize=7, ncol=2, loc="upper left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, 0.955), frameon=False)
     axes[1].set_xticks(x)
     axes[1].set_xticklabels([L["name"] for L in layers], rotation=60, ha="right", fontsize=7)
     fig.suptitle(title or f"Unevenness error cases per IF layer (T={result['T']}, {result['images']} images)",
-                 fontsize=10)
+                 fontsize=10, y=0.99)
+    fig.subplots_adjust(top=0.88)
     return _save(fig, path)
 
 
@@ -168,6 +170,10 @@ def plot_neuron(trace: dict, path) -> str:
     ax.axhline(0, color="gray", lw=0.6)
     if tau:
         ax.axvline(tau + 0.5, color="black", lw=1)
+        tr = ax.get_xaxis_transform()
+        ax.text((tau + 1) / 2, 1.02, "stage 1", transform=tr, ha="center", fontsize=8)
+        ax.text(tau + (T + 1) / 2, 1.02, "stage 2 (after mask and reset to θ/2)", transform=tr, ha="center",
+                fontsize=8)
         ax.annotate(f"v(τ) = {trace['v_tau']:.3g}", (tau, trace["v_tau"]), fontsize=8,
                     xytext=(5, 10), textcoords="offset points")
     ax.set_ylabel("membrane")

@@ -3,7 +3,7 @@ import math
 from fractions import Fraction
 
 import numpy as np
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from srp_np.analytic import charge_balance_residual, if_rate, if_spike_count, qcfs, theorem1_holds
@@ -54,16 +54,24 @@ def test_charge_balance_any_sequence(xs, theta):
     assert abs(r[0]) <= 1e-9 * (1 + np.abs(xs).sum())
 
 
+def qcfs_level_exact(y, theta, L):
+    """k of a = λ·k/L in Eq. (7), in exact rational arithmetic."""
+    return min(max(math.floor(Fraction(y) * L / Fraction(theta) + Fraction(1, 2)), 0), L)
+
+
 @settings(max_examples=300, deadline=None)
 @given(y=dyadic, theta=dyadic_theta, T=steps)
+@example(y=0.21875, theta=3.4375, T=55)  # y·L/λ + 1/2 = 4 exactly; float y/λ rounds below
 def test_even_input_with_L_equal_T_matches_qcfs(y, theta, T):
     """With L = T and λ = θ, an evenly driven IF layer outputs exactly the QCFS activation."""
     spikes, _ = run_if(np.full((T, 1), y), theta)
-    phi = theta * spikes.sum() / T
-    # same quantisation level k (φ = θ·k/T = λ·k/L), compared up to the last bit of the product
-    assert np.isclose(phi, qcfs(y, theta, T), rtol=1e-12, atol=0)
-    assert round(qcfs(y, theta, T) * T / theta) == spikes.sum()
-    assert phi == if_rate(y, theta, T)
+    n = spikes.sum()
+    assert n == qcfs_level_exact(y, theta, T)          # exact, boundaries included
+    assert theta * n / T == if_rate(y, theta, T)
+    # the float QCFS agrees except where y·L/λ + 1/2 is an integer and y/λ rounds
+    q = Fraction(y) * T / Fraction(theta) + Fraction(1, 2)
+    if q.denominator != 1:
+        assert np.isclose(theta * n / T, qcfs(y, theta, T), rtol=1e-12, atol=0)
 
 
 @settings(max_examples=300, deadline=None)
@@ -74,8 +82,7 @@ def test_theorem1_on_uneven_inputs(xs, theta):
     spikes, v = run_if(np.asarray(xs)[:, None], theta)
     phi = theta * spikes.sum() / T
     # the ANN level k of a = θ·k/T (Eq. 7 with L = T), in exact rational arithmetic
-    y = sum(Fraction(x) for x in xs) / T
-    k = min(max(math.floor(y * T / Fraction(theta) + Fraction(1, 2)), 0), T)
+    k = qcfs_level_exact(sum(Fraction(x) for x in xs) / T, theta, T)
     a = theta * k / T
     assert theorem1_holds(a, phi, v[0])
     # The statements themselves, spelled out on integer levels (a = θ·k/T, φ = θ·N/T):
