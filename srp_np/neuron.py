@@ -3,7 +3,7 @@
 State and parameters are plain data; one step is a pure function, in the
 style of Norse's functional neuron modules. These NumPy versions are the
 specification: the dense reference simulator uses them directly and the
-Numba kernels in :mod:`srp_np.kernels.neuron` implement the same arithmetic.
+Numba kernels in :mod:`srp_np.kernels.spikes` (``if_bits``) implement the same arithmetic.
 
 IF dynamics with reset by subtraction (Eqs. 2-3 of the paper)::
 

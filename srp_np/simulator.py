@@ -7,30 +7,61 @@ with no inter-layer delay (a node at step t sees its inputs of step t), and it
 lets every kernel run in parallel over frames.
 
 * Nodes that depend only on the analog input (the first conv, ...) are
-  computed once per image with dense NumPy operators.
-* Spikes leave an IF layer as per-frame event lists; convolutions, linear
-  layers and average pools scatter each event's weights into the
-  postsynaptic currents (:mod:`srp_np.kernels.synapses`).
-* IF layers run the two SRP stages (:mod:`srp_np.kernels.neuron`).
+  computed once per image with dense NumPy operators; the first IF layer
+  reads that constant current at every step.
+* IF layers run the two SRP stages and emit their spikes as per-position bit
+  sets (:mod:`srp_np.kernels.spikes`).
+* Convolutions scatter each spike's weights into the frame's currents (the kw
+  taps of a kernel row merged into one contiguous run); an average pool with
+  kernel = stride is not materialised: the next conv consumes each pooled
+  nonzero as one event weighted by its spike count. Linear layers gather
+  weight rows for the spikes of each frame.
+* Small kernel calls run on one thread; big buffers come from a workspace
+  reused across layers, chunks and runs; a residual add accumulates in place.
 
-The semantics are exactly those of :func:`srp_np.reference.simulate_dense`.
+The semantics are exactly those of :func:`srp_np.reference.simulate_dense`
+(float64: spike for spike; float32: the same arithmetic in single precision).
+Results do not depend on the batch size, the chunking or the thread count.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from .errors import SrpError
-from .kernels.events import dense_to_events, permute_events, scatter_add_events
-from .kernels.neuron import if_layer
+from .kernels.events import dense_to_events
+from .kernels.spikes import (bits_to_dense, conv_bits, conv_if_bits, conv_weight_layout, if_bits, if_bits_fast, linear_bits,
+                             pool_bits_dense, pooled_counts)
 from .kernels.synapses import avgpool_events, conv2d_events, linear_events
 from .neuron import DEFAULT_MASK_EPS
 from .ops import apply_linear_node
 
 #: Memory budget (bytes) for one frame-major array; chunks of images are sized to fit.
 DEFAULT_CHUNK_BYTES = 96 * 2**20
+
+#: Kernel calls with less estimated work (synaptic ops or neuron updates) run on one thread.
+PARALLEL_MIN_WORK = 1_000_000
+
+
+def _pick(kernel, work: float):
+    """``kernel`` itself for big calls; for small ones a wrapper that runs it on
+    one thread (waking the other threads costs more than it saves, above all
+    on a loaded machine). Results do not depend on the thread count."""
+    if work >= PARALLEL_MIN_WORK or numba.get_num_threads() == 1:
+        return kernel
+
+    def one_thread(*args):
+        n = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            return kernel(*args)
+        finally:
+            numba.set_num_threads(n)
+    return one_thread
 
 
 @dataclass
@@ -126,6 +157,10 @@ class Simulator:
     chunk_bytes : int
         Memory budget for one frame-major buffer; bounds peak memory
         independently of the number of images.
+    warm_cache : bool
+        When Numba's disk cache lacks any kernel for ``dtype``, compile them
+        all first (:func:`srp_np.kernels.warmup`), so that later processes
+        start without compiling.
 
     Examples
     --------
@@ -134,15 +169,22 @@ class Simulator:
     >>> res.accuracy(labels)                                         # doctest: +SKIP
     """
 
-    def __init__(self, model, dtype=np.float32, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+    def __init__(self, model, dtype=np.float32, chunk_bytes: int = DEFAULT_CHUNK_BYTES, warm_cache: bool = True):
         dt = np.dtype(dtype)
         if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise SrpError(f"dtype must be float32 or float64, got {dt}")
         self.model = model
         self.dtype = dt.type
+        if warm_cache:
+            from .kernels import cache_is_warm, warmup
+            if not cache_is_warm(dt):
+                # first use on this machine: compile every kernel for this precision once (tiny
+                # graphs), so the disk cache is complete and later runs start without compiling
+                warmup(dt)
         self.chunk_bytes = int(chunk_bytes)
         self.static = self._static_nodes()
         self._prep = {}
+        self._wflat = {}
         for node in model.nodes:
             if node["name"] in self.static:
                 continue
@@ -153,6 +195,8 @@ class Simulator:
                 self._prep[node["name"]] = (
                     np.ascontiguousarray(w.transpose(2, 3, 1, 0)).astype(self.dtype),
                     (np.zeros(w.shape[0]) if b is None else b).astype(self.dtype), b is not None)
+                self._wflat[node["name"]] = conv_weight_layout(self._prep[node["name"]][0],
+                                                               _int(node.get("stride", 1)))
             elif op == "linear":
                 w = model.weight(node)
                 b = model.weight(node, "bias")
@@ -162,6 +206,35 @@ class Simulator:
             elif op == "flatten":
                 self._prep[node["name"]] = _hwc_perm(model.shapes[node["inputs"][0]])
         self.max_width = max(int(np.prod(s)) for s in model.shapes.values())
+        self._lock = threading.Lock()   # the workspace is per simulator: concurrent runs are serialised
+        self._free = []          # workspace: byte buffers reused between layers, chunks and runs
+        self._buf_of = {}        # id(array handed out) -> its byte buffer
+        self._refs = {}          # id(array handed out) -> number of live values holding it
+        self._consumers = {}
+        for node in model.nodes:
+            for s in node["inputs"]:
+                self._consumers[s] = self._consumers.get(s, 0) + 1
+        # convs read only by one IF layer: candidates for the fused conv → IF kernel
+        self._fuse_if = {}
+        for node in model.nodes:
+            src = node["inputs"][0] if node["op"] == "qcfs" else None
+            if src is not None and src not in self.static and src != model.output \
+                    and self._consumers.get(src) == 1 and self.model.node_by_name[src]["op"] == "conv2d":
+                self._fuse_if[src] = node
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.update(_lock=None, _free=[], _buf_of={}, _refs={})
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def release_workspace(self) -> None:
+        """Free the buffers kept between runs (they are reallocated on the next run)."""
+        with self._lock:
+            self._free.clear()
 
     def _static_nodes(self) -> set:
         static = {"input"}
@@ -206,42 +279,91 @@ class Simulator:
         step = self.images_per_chunk(tau + T)
         parts = []
         for s in range(0, n, step):
-            parts.append(self._run_chunk(x[s:s + step], tau, T, mask_eps, record))
+            with self._lock:
+                parts.append(self._run_chunk(x[s:s + step], tau, T, mask_eps, record))
             if progress is not None:
                 progress(min(step, n - s))
         if not parts:
             raise SrpError("no images to simulate")
         return SimResult.concatenate(parts)
 
-    # ------------------------------------------------------------------
-    def _events(self, value):
-        """Any time-varying value as events ``(cnt, idx, val, scale, has_val)``."""
-        kind = value[0]
-        if kind == "events":
-            return value[1:]
-        if kind == "dense":
-            cnt, idx, val = dense_to_events(value[1])
-            return cnt, idx, val, self.dtype(0), True
-        raise AssertionError(kind)
+    # ------------------------------------------------------------------ workspace
+    def _alloc(self, shape, dtype) -> np.ndarray:
+        """An uninitialised array from the workspace (best-fitting free buffer, else a new one).
 
-    def _dense(self, value, F: int, B: int, S: int, size: int) -> np.ndarray:
-        """Any value as a dense F×size array (a fresh, writable copy)."""
+        Reusing buffers avoids the page faults of fresh large allocations, and
+        bounds memory by the largest set of values alive at once in a chunk."""
+        dtype = np.dtype(dtype)
+        n = int(np.prod(shape)) * dtype.itemsize
+        best = -1
+        for i, buf in enumerate(self._free):
+            if buf.nbytes >= n and (best < 0 or buf.nbytes < self._free[best].nbytes):
+                best = i
+        buf = self._free.pop(best) if best >= 0 else np.empty(max(n, 64), np.uint8)
+        arr = buf[:n].view(dtype).reshape(shape)
+        self._buf_of[id(arr)] = (buf, arr)
+        self._refs[id(arr)] = 0
+        return arr
+
+    @staticmethod
+    def _arrays_of(value) -> list:
+        kind = value[0]
+        if kind in ("dense", "bits"):
+            return [value[1]]
+        if kind == "pooled":
+            return Simulator._arrays_of(value[1])
+        return []
+
+    def _hold(self, value):
+        for a in self._arrays_of(value):
+            if id(a) in self._refs:
+                self._refs[id(a)] += 1
+        return value
+
+    def _drop_array(self, a):
+        k = id(a)
+        if k in self._refs:
+            self._refs[k] -= 1
+            if self._refs[k] <= 0:
+                del self._refs[k]
+                self._free.append(self._buf_of.pop(k)[0])
+
+    def _drop(self, value):
+        for a in self._arrays_of(value):
+            self._drop_array(a)
+
+    def _temp_done(self, a):
+        """Return a temporary from :meth:`_to_dense` that no value holds."""
+        if id(a) in self._refs and self._refs[id(a)] == 0:
+            self._refs[id(a)] = 1
+            self._drop_array(a)
+
+    def _to_dense(self, value, F: int, S: int, size: int) -> np.ndarray:
+        """Any value as a dense F×size channels-last array (may be shared: do not mutate)."""
         kind = value[0]
         if kind == "dense":
-            return value[1].copy()
+            return value[1]
         if kind == "static":
             return np.repeat(value[1], S, axis=0)
-        out = np.zeros((F, size), self.dtype)
-        cnt, idx, val, scale, has_val = value[1:]
-        scatter_add_events(out, cnt, idx, val, scale, has_val)
-        return out
+        if kind == "bits":
+            _, bits, theta, _cnt, shape = value
+            out = self._alloc((F, size), self.dtype)
+            _pick(bits_to_dense, out.size)(bits, _channels(shape), theta, out, False)
+            return out
+        if kind == "pooled":
+            _, src, k, shape = value
+            _, bits, theta, _cnt, sshape = src
+            C, Ho, Wo = shape
+            out = self._alloc((F, size), self.dtype)
+            _pick(pool_bits_dense, out.size)(bits, sshape[2], C, k, Ho, Wo, theta, out)
+            return out
+        raise AssertionError(kind)
 
     def _run_chunk(self, x, tau, T, mask_eps, record) -> SimResult:
         t0 = time.perf_counter()
         model, dt = self.model, self.dtype
         B, S = x.shape[0], tau + T
         F = B * S
-        stage1 = (np.arange(F) % S) < tau
         static_vals = {"input": x.astype(dt)}
         values = {}
         res = SimResult(outputs=np.zeros((T, B, model.num_classes)), tau=tau, T=T,
@@ -250,12 +372,31 @@ class Simulator:
         dummy_b = np.zeros((1, 1), np.bool_)
         dummy_i = np.zeros((1, 1), np.int32)
         dummy_d = np.zeros((1, 1), np.float64)
+        nthreads = numba.get_num_threads()
 
         def per_image(frame_counts):
             fc = frame_counts.reshape(B, S)
             return fc[:, tau:].sum(axis=1), fc[:, :tau].sum(axis=1)
 
+        self._buf_of.clear()
+        self._refs.clear()
+        remaining = dict(self._consumers)
+
+        def settle(node):
+            """Hold the node's value; give back the buffers of inputs nothing reads any more."""
+            if node["name"] in values:
+                self._hold(values[node["name"]])
+            for s in node["inputs"]:
+                remaining[s] -= 1
+                if remaining[s] == 0 and s != model.output and s in values:
+                    self._drop(values.pop(s))
+
+        fused = set()
+        prev = None
         for node in model.nodes:
+            if prev is not None:
+                settle(prev)
+            prev = node
             name, op = node["name"], node["op"]
             shape = model.shapes[name]
             size = int(np.prod(shape))
@@ -263,104 +404,188 @@ class Simulator:
                 static_vals[name] = apply_linear_node(model, node, [static_vals[s] for s in node["inputs"]])
                 values[name] = ("static", _to_internal(static_vals[name]))
                 continue
+            if name in fused:          # computed with its conv (conv_if_bits)
+                continue
             ins = [values[s] for s in node["inputs"]]
             if op == "qcfs":
                 th = dt(node["threshold"])
                 src = ins[0]
                 static = src[0] == "static"
-                cur = src[1] if src[0] in ("static", "dense") else self._dense(src, F, B, S, size)
-                idx = np.empty((F, size), np.int32)
-                cnt = np.zeros(F, np.int64)
+                cur = src[1] if static else self._to_dense(src, F, S, size)
+                P = _positions(shape)
+                C = size // P
+                NW = (C + 63) // 64
+                bits = self._alloc((F, P, NW), np.uint64)
+                counts = self._alloc((F, P), np.int32)
+                pblock = max(1, min(P, -(-P * B // (8 * nthreads))))
                 if record:
                     rec = dict(v_tau=np.zeros((B, size), dt), mask=np.ones((B, size), np.bool_),
                                spikes_stage1=np.zeros((B, size), np.int32), spikes=np.zeros((B, size), np.int32),
                                input_sum=np.zeros((B, size), np.float64))
-                    if_layer(cur, static, B, S, tau, th, th / dt(2), dt(mask_eps) * th, True, idx, cnt,
-                             rec["v_tau"], rec["mask"], rec["spikes_stage1"], rec["spikes"], rec["input_sum"])
+                    _pick(if_bits, 2 * F * size)(cur, static, B, S, tau, th, th / dt(2), dt(mask_eps) * th, P, C,
+                                                 pblock, True, bits, counts, rec["v_tau"], rec["mask"],
+                                                 rec["spikes_stage1"], rec["spikes"], rec["input_sum"])
                     if tau == 0:
                         rec["v_tau"] = None
                     res.record[name] = {k: (None if v is None else _to_model_layout(v, shape))
                                         for k, v in rec.items()}
                 else:
-                    if_layer(cur, static, B, S, tau, th, th / dt(2), dt(mask_eps) * th, False, idx, cnt,
-                             dummy_f, dummy_b, dummy_i, dummy_i, dummy_d)
-                cap = max(1, int(cnt.max()))
-                values[name] = ("events", cnt, idx[:, :cap], dummy_f, th, False)
+                    _pick(if_bits_fast, 2 * F * size)(cur, static, B, S, tau, th, th / dt(2), dt(mask_eps) * th, P,
+                                                      C, pblock, bits, counts)
+                cnt = counts.sum(axis=1, dtype=np.int64)
+                self._temp_done(counts)
+                if not static:
+                    self._temp_done(cur)
+                values[name] = ("bits", bits, th, cnt, shape)
                 res.spikes[name], res.spikes_stage1[name] = per_image(cnt)
                 res.neurons[name] = size
                 continue
-            if op in ("conv2d", "linear", "avgpool2d"):
-                cnt, idx, val, scale, has_val = self._events(ins[0])
-                out = np.empty((F, size), dt)
+            src = ins[0]
+            if op == "conv2d" and src[0] in ("bits", "pooled") and len(model.shapes[node["inputs"][0]]) == 3:
+                w, b, has_b = self._prep[name]
+                in_shape = model.shapes[node["inputs"][0]]
+                st, pd = _int(node.get("stride", 1)), _int(node.get("padding", 0))
+                if src[0] == "bits":
+                    bits, scale, k, sshape = src[1], src[2], 1, src[4]
+                else:
+                    bits, scale, k, sshape = src[1][1], src[1][2] / dt(src[2] * src[2]), src[2], src[1][4]
+                sops = np.empty(F, np.int64)
+                kh, kw, cin, cout = w.shape
+                work = float((src[3] if src[0] == "bits" else src[1][3]).sum()) * kh * kw * cout
+                q = self._fuse_if.get(name)
+                if q is not None and not record and B >= 2 * nthreads:
+                    # conv → IF fused per image: the currents stay in cache
+                    th = dt(q["threshold"])
+                    P, NW = shape[1] * shape[2], (cout + 63) // 64
+                    bits_out = self._alloc((F, P, NW), np.uint64)
+                    counts = self._alloc((F, P), np.int32)
+                    ws = [self._alloc((B, size), dt), self._alloc((B, size), dt), self._alloc((B, P * NW), np.uint64)]
+                    _pick(conv_if_bits, work + 2 * F * size)(
+                        bits, sshape[2], k, scale, self._wflat[name], b, has_b, kh, kw, cin, cout, st, pd, in_shape[1],
+                        in_shape[2], shape[1], shape[2], B, S, tau, th, th / dt(2), dt(mask_eps) * th, bits_out, counts,
+                        sops, *ws)
+                    cnt = counts.sum(axis=1, dtype=np.int64)
+                    for a in ws + [counts]:
+                        self._temp_done(a)
+                    qn = q["name"]
+                    values[qn] = ("bits", bits_out, th, cnt, model.shapes[qn])
+                    res.spikes[qn], res.spikes_stage1[qn] = per_image(cnt)
+                    res.neurons[qn] = size
+                    fused.add(qn)
+                else:
+                    out = self._alloc((F, size), dt)
+                    _pick(conv_bits, work)(bits, sshape[2], k, scale, self._wflat[name], b, has_b, kh, kw, cin, cout,
+                                           st, pd, in_shape[1], in_shape[2], shape[1], shape[2], out, sops)
+                    values[name] = ("dense", out)
+                res.sops[name], res.sops_stage1[name] = per_image(sops)
+            elif op == "linear" and src[0] == "bits" and _positions(src[4]) == 1:
+                w, b, has_b = self._prep[name]
+                out = self._alloc((F, size), dt)
+                sops = np.empty(F, np.int64)
+                _pick(linear_bits, float(src[3].sum()) * size)(src[1], src[2], w, b, has_b, 128, out, sops)
+                values[name] = ("dense", out)
+                res.sops[name], res.sops_stage1[name] = per_image(sops)
+            elif op == "avgpool2d" and src[0] == "bits" and len(shape) == 3 and \
+                    _int(node["kernel"]) == _int(node.get("stride", node["kernel"])):
+                k = _int(node["kernel"])
+                cnt = np.empty(F, np.int64)
+                _pick(pooled_counts, F * src[1].shape[1] * src[1].shape[2])(src[1], src[4][2], k, shape[1], shape[2],
+                                                                            cnt)
+                values[name] = ("pooled", src, k, shape)
+                res.sops[name], res.sops_stage1[name] = per_image(cnt)
+            elif op in ("conv2d", "linear", "avgpool2d"):
+                dense = self._to_dense(src, F, S, int(np.prod(model.shapes[node["inputs"][0]])))
+                cnt, idx, val = _pick(dense_to_events, dense.size)(dense)
+                self._temp_done(dense)
+                if op == "conv2d":
+                    kh, kw, _, cout = self._prep[name][0].shape
+                    work = float(cnt.sum()) * kh * kw * cout
+                else:
+                    work = float(cnt.sum()) * (size if op == "linear" else 1)
+                scale, has_val = dt(0), True
+                out = self._alloc((F, size), dt)
                 if op == "conv2d":
                     w, b, has_b = self._prep[name]
                     in_shape = model.shapes[node["inputs"][0]]
-                    st = node.get("stride", 1)
-                    pd = node.get("padding", 0)
-                    st = st[0] if isinstance(st, list) else st
-                    pd = pd[0] if isinstance(pd, list) else pd
-                    sops = conv2d_events(cnt, idx, val, scale, has_val, w, b, has_b, in_shape[2], in_shape[0],
-                                         int(st), int(pd), shape[1], shape[2], out)
+                    sops = _pick(conv2d_events, work)(cnt, idx, val, scale, has_val, w, b, has_b, in_shape[2],
+                                                      in_shape[0], _int(node.get("stride", 1)),
+                                                      _int(node.get("padding", 0)), shape[1], shape[2], out)
                 elif op == "linear":
                     w, b, has_b = self._prep[name]
-                    sops = linear_events(cnt, idx, val, scale, has_val, w, b, has_b, out)
+                    sops = _pick(linear_events, work)(cnt, idx, val, scale, has_val, w, b, has_b, out)
                 else:
                     in_shape = model.shapes[node["inputs"][0]]
-                    k = node["kernel"]
-                    k = k[0] if isinstance(k, list) else k
-                    st = node.get("stride", k)
-                    st = st[0] if isinstance(st, list) else st
-                    sops = avgpool_events(cnt, idx, val, scale, has_val, in_shape[2], in_shape[0], int(k), int(st),
-                                          shape[1], shape[2], out)
+                    k = _int(node["kernel"])
+                    sops = _pick(avgpool_events, work)(cnt, idx, val, scale, has_val, in_shape[2], in_shape[0], k,
+                                                       _int(node.get("stride", k)), shape[1], shape[2], out)
                 values[name] = ("dense", out)
                 res.sops[name], res.sops_stage1[name] = per_image(sops)
             elif op == "flatten":
-                src = ins[0]
-                perm = self._prep[name]
-                if src[0] == "events":
-                    cnt, idx, val, scale, has_val = src[1:]
-                    values[name] = ("events", cnt, permute_events(cnt, idx, perm), val, scale, has_val)
+                in_shape = model.shapes[node["inputs"][0]]
+                if src[0] == "bits" and _positions(in_shape) == 1:
+                    values[name] = ("bits", src[1], src[2], src[3], shape)
                 else:
+                    dense = self._to_dense(src, F, S, size)
+                    perm = self._prep[name]
                     inv = np.empty_like(perm)
                     inv[perm] = np.arange(perm.size, dtype=perm.dtype)
-                    values[name] = ("dense", np.ascontiguousarray(src[1][:, inv]))
+                    values[name] = ("dense", np.ascontiguousarray(dense[:, inv]))
             elif op == "add":
+                # accumulate into a dense input that nothing else reads (no copy), else into a copy
+                owned = [v for s, v in zip(node["inputs"], ins) if v[0] == "dense" and self._consumers[s] == 1
+                         and s != model.output and node["inputs"].count(s) == 1]
                 dense_in = [v for v in ins if v[0] == "dense"]
-                out = dense_in[0][1].copy() if dense_in else None
+                first = owned[0] if owned else (dense_in[0] if dense_in else ins[0])
+                if owned:
+                    out = first[1]
+                else:
+                    out = self._alloc((F, size), dt)
+                    out[...] = self._to_dense(first, F, S, size)
                 ops = np.zeros(F, np.int64)
+                if first[0] == "bits":
+                    ops += first[3]
                 for v in ins:
-                    if out is not None and v is dense_in[0]:
+                    if v is first:
                         continue
-                    if v[0] == "events":
-                        ops += v[1]
-                    if out is None:
-                        out = self._dense(v, F, B, S, size)
+                    if v[0] == "bits":
+                        ops += v[3]
+                        _pick(bits_to_dense, out.size)(v[1], _channels(v[4]), v[2], out, True)
                     elif v[0] == "static":
                         out += np.repeat(v[1], S, axis=0)
-                    elif v[0] == "dense":
-                        out += v[1]
                     else:
-                        cnt, idx, val, scale, has_val = v[1:]
-                        scatter_add_events(out, cnt, idx, val, scale, has_val)
+                        out += self._to_dense(v, F, S, size)
                 values[name] = ("dense", out)
                 res.sops[name], res.sops_stage1[name] = per_image(ops)
             else:
                 raise SrpError(f"node {name!r}: unsupported op {op!r}")
 
-        out = values[model.output]
-        if out[0] == "static":
-            frames = np.repeat(out[1], S, axis=0)
-        elif out[0] == "dense":
-            frames = out[1]
-        else:
-            frames = self._dense(out, F, B, S, model.num_classes)
+        if prev is not None:
+            settle(prev)
+        frames = self._to_dense(values[model.output], F, S, model.num_classes)
         frames = frames.reshape(B, S, -1)[:, tau:, :].astype(np.float64)
+        for v in values.values():
+            self._drop(v)
+        self._buf_of.clear()
+        self._refs.clear()
         acc = np.zeros((B, model.num_classes))
         for t in range(T):
             acc += frames[:, t]
             res.outputs[t] = acc / (t + 1)
         res.seconds = time.perf_counter() - t0
         return res
+
+
+def _int(v) -> int:
+    return int(v[0]) if isinstance(v, (list, tuple)) else int(v)
+
+
+def _positions(shape) -> int:
+    """Spatial positions of a map (1 for a 1-d layer)."""
+    return int(shape[1] * shape[2]) if len(shape) == 3 else 1
+
+
+def _channels(shape) -> int:
+    return int(shape[0]) if len(shape) == 3 else int(np.prod(shape))
 
 
 def simulate(model, x, tau: int, T: int, dtype=np.float32, mask_eps: float = DEFAULT_MASK_EPS,

@@ -3,11 +3,110 @@
 Data layout: a time-varying value is held for F = B·S *frames* (image b,
 step t → frame f = b·S + t). 3-d feature maps are stored channels-last
 (flat index ``(y·W + x)·C + c``) so that the inner loops run contiguously over
-output channels. Events are kept per frame in padded lists: ``cnt[f]``
-events at ``idx[f, :cnt[f]]`` with values ``val[f, :cnt[f]]`` (or one scalar
-value θ for spikes of an IF layer).
+output channels.
 
-Every kernel is parallel over frames (or images) with ``prange`` and does a
-fixed, input-order summation inside a frame, so results do not depend on the
-batch size or the number of threads.
+* Spikes of an IF layer are bit sets (:mod:`.spikes`): ``bits[f, p, w]``
+  (uint64) holds channels 64·w … 64·w+63 of position p. IF layers write them
+  directly (no dense spike map is scanned); synaptic kernels iterate them
+  with count-trailing-zeros.
+* Currents are dense F × N arrays written once by the synaptic kernels.
+* Dense values that feed a synaptic node (rare: e.g. after an average pool
+  whose kernel differs from its stride) go through the generic padded event
+  lists of :mod:`.events` and the scatter kernels of :mod:`.synapses`.
+
+Every kernel is parallel over frames (or images, or output blocks) with
+``prange`` and sums each output in a fixed order that does not depend on how
+the work is split, so results do not depend on the batch size or the number
+of threads.
+
+:func:`cache_is_warm` says whether compiled kernels are on disk (Numba
+``cache=True``); :func:`warmup` compiles them all on tiny graphs.
 """
+
+import os as _os
+
+
+def _dispatchers():
+    """The Numba dispatchers the simulator calls (inline helpers excluded)."""
+    from . import events, spikes, synapses
+    return [events.dense_to_events,
+            spikes.if_bits, spikes.if_bits_fast, spikes.conv_bits, spikes.conv_if_bits, spikes.linear_bits, spikes.bits_to_dense,
+            spikes.pool_bits_dense,
+            spikes.pooled_counts, synapses.conv2d_events, synapses.linear_events, synapses.avgpool_events]
+
+
+def cache_is_warm(dtype=None) -> bool:
+    """True when every kernel has compiled code in Numba's on-disk cache.
+
+    Checks that each dispatcher's cache index file exists and is current
+    (Numba discards an index whose source file changed); with ``dtype``
+    (float32 or float64), also that each kernel whose signatures depend on
+    the precision has an entry for that precision.
+    """
+    import numpy as np
+
+    want = None if dtype is None else np.dtype(dtype).name
+    try:
+        for d in _dispatchers():
+            cache_file = getattr(d._cache, "_cache_file", None)
+            path = getattr(cache_file, "_index_path", None)
+            if path is None or not _os.path.exists(path):
+                return False
+            index = cache_file._load_index()
+            if not index:
+                return False
+            if want is not None:
+                sigs = [str(key[0]) for key in index]
+                if any(("float32" in s or "float64" in s) for s in sigs) and not any(want in s for s in sigs):
+                    return False
+        return True
+    except Exception:  # pragma: no cover - be conservative
+        return False
+
+
+_WARMING = False
+
+
+def warmup(dtype=None) -> None:
+    """Compile (or load from the disk cache) every kernel for ``dtype``.
+
+    Runs the simulator on tiny VGG- and ResNet-shaped graphs that exercise
+    every code path (spike-map convs, pooled convs, linear layers on spikes,
+    residual adds, the dense fallbacks, record mode).
+    """
+    global _WARMING
+    import numpy as np
+
+    dtype = np.float32 if dtype is None else dtype
+    if _WARMING:
+        return
+    _WARMING = True
+    try:
+        _warmup(dtype)
+    finally:
+        _WARMING = False
+
+
+def _warmup(dtype) -> None:
+    import numpy as np
+
+    from ..simulator import Simulator
+    from ..testing import GraphBuilder, random_resnet, random_vgg
+
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 3, 8, 8))
+    models = [random_vgg((3, 8, 8), widths=(4,), fc=8, calibrate_x=x),
+              random_resnet((3, 8, 8), widths=(4, 8), calibrate_x=x)]
+    # dense fallbacks: a pool with kernel != stride and a conv after a dense value
+    g = GraphBuilder((3, 8, 8), 3, rng=0)
+    h = g.act(g.conv("input", 4))
+    h = g.pool(h, 3, 1)
+    h = g.act(g.conv(h, 4))
+    h = g.conv(h, 4)
+    h = g.pool(h, 2)
+    h = g.act(g.flatten(h))
+    models.append(g.build(g.linear(h, 3), x))
+    for m in models:
+        sim = Simulator(m, dtype, warm_cache=False)
+        sim.run(x[:1], 1, 1, record=True)
+        sim.run(x[:1], 0, 1)

@@ -1,4 +1,4 @@
-"""Conversions between dense frames and per-frame event lists."""
+"""Dense frames → per-frame event lists (for the rare dense inputs of synaptic nodes)."""
 import numpy as np
 from numba import njit, prange
 
@@ -33,24 +33,3 @@ def dense_to_events(dense):
                 val[f, c] = d
                 c += 1
     return cnt, idx, val
-
-
-@njit(parallel=True, cache=True)
-def scatter_add_events(out, cnt, idx, val, scale, has_val):
-    """``out[f, idx] += val`` (or ``+= scale`` for spike events) for every frame."""
-    F = out.shape[0]
-    for f in prange(F):
-        for e in range(cnt[f]):
-            v = val[f, e] if has_val else scale
-            out[f, idx[f, e]] += v
-
-
-@njit(parallel=True, cache=True)
-def permute_events(cnt, idx, perm):
-    """Map event indices through ``perm`` (e.g. channels-last → C order for flatten)."""
-    F = idx.shape[0]
-    out = np.empty_like(idx)
-    for f in prange(F):
-        for e in range(cnt[f]):
-            out[f, e] = perm[idx[f, e]]
-    return out

@@ -1,0 +1,67 @@
+"""VGG-16 and ResNet-20 in CIFAR geometry as srp-np/1 graphs (random weights,
+thresholds calibrated on real images so that firing rates are realistic).
+
+Widths follow the paper / the authors' code: VGG-16 13 convs
+(64,64 | 128,128 | 256×3 | 512×3 | 512×3), 2×2 average pools, classifier
+512→4096→4096→10; ResNet-20 stem 16, stages [3,3,3] of basic blocks with
+16/32/64 channels, act after the residual add, 1×1 conv shortcuts on
+down-sampling, global average pool, fc 64→10.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from srp_np.testing import GraphBuilder
+
+VGG16_CFG = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]
+
+
+def calibration_images(n=32, shape=(3, 32, 32), seed=0):
+    """Fashion-MNIST test images (the shipped data) padded to 32×32, replicated
+    over channels, and normalised; random smooth images when the data is absent."""
+    rng = np.random.default_rng(seed)
+    try:
+        from srp_np.datasets import fit_to_shape, load_shipped_test_set, to_float
+        x, _ = load_shipped_test_set()[:2]
+        x = to_float(np.asarray(x))[:n]
+        if x.ndim == 3:
+            x = x[:, None]
+        x = fit_to_shape(x, (x.shape[1],) + tuple(shape[1:]))
+        x = np.repeat(x, shape[0] // x.shape[1], axis=1) if x.shape[1] != shape[0] else x
+    except Exception:  # pragma: no cover - fallback
+        base = rng.random((n, shape[0], shape[1] // 4, shape[2] // 4))
+        x = base.repeat(4, axis=2).repeat(4, axis=3)
+    x = (x - 0.5) / 0.25
+    return x.astype(np.float32)
+
+
+def vgg16(x_cal, num_classes=10, rng=0, bias=True):
+    g = GraphBuilder(tuple(x_cal.shape[1:]), num_classes, 4, rng, arch="vgg16-random")
+    h = "input"
+    for stage in VGG16_CFG:
+        for w in stage:
+            h = g.act(g.conv(h, w, bias=bias))
+        h = g.pool(h, 2)
+    h = g.flatten(h)
+    h = g.act(g.linear(h, 4096))
+    h = g.act(g.linear(h, 4096))
+    out = g.linear(h, num_classes)
+    return g.build(out, x_cal)
+
+
+def resnet20(x_cal, num_classes=10, rng=0):
+    g = GraphBuilder(tuple(x_cal.shape[1:]), num_classes, 4, rng, arch="resnet20-random")
+    h = g.act(g.conv("input", 16))
+    cin = 16
+    for i, w in enumerate((16, 32, 64)):
+        for j in range(3):
+            stride = 2 if (i > 0 and j == 0) else 1
+            r = g.act(g.conv(h, w, stride=stride))
+            r = g.conv(r, w, scale=0.5)
+            sc = h if (stride == 1 and cin == w) else g.conv(h, w, k=1, stride=stride, padding=0)
+            h = g.act(g.add(r, sc))
+            cin = w
+    c, hh, ww = g.shapes[h]
+    h = g.pool(h, hh)
+    out = g.linear(g.flatten(h), num_classes)
+    return g.build(out, x_cal)

@@ -1,0 +1,239 @@
+"""Unit tests of the Numba kernels against NumPy, and invariance of the simulator
+under batch size, chunking, thread count and kernel dispatch."""
+import numba
+import numpy as np
+import pytest
+
+from srp_np import ops
+from srp_np import simulator as simmod
+from srp_np.kernels import cache_is_warm, warmup
+from srp_np.kernels.spikes import (bits_to_dense, conv_bits, conv_weight_layout, if_bits, if_bits_fast,
+                                   linear_bits, pool_bits_dense, pooled_counts)
+from srp_np.neuron import if_init, if_step, srp_keep_mask
+from srp_np.simulator import Simulator
+
+from conftest import make_model
+
+
+def pack(dense):
+    """Bool F×P×C → F×P×⌈C/64⌉ uint64 bit sets."""
+    F, P, C = dense.shape
+    NW = (C + 63) // 64
+    bits = np.zeros((F, P, NW), np.uint64)
+    for c in range(C):
+        bits[:, :, c // 64] |= dense[:, :, c].astype(np.uint64) << np.uint64(c % 64)
+    return bits
+
+
+def unpack(bits, C):
+    F, P, NW = bits.shape
+    out = np.zeros((F, P, C), bool)
+    for c in range(C):
+        out[:, :, c] = (bits[:, :, c // 64] >> np.uint64(c % 64)) & np.uint64(1)
+    return out
+
+
+def random_spikes(rng, F, H, W, C, rate=0.2):
+    return rng.random((F, H * W, C)) < rate
+
+
+# ----------------------------------------------------------------------------- IF
+def if_numpy(cur, static, B, S, tau, theta, eps):
+    """IF + SRP with the reference's pure functions; cur F×N (or B×N when static)."""
+    N = cur.shape[1]
+    spikes = np.zeros((B * S, N), bool)
+    state = if_init((B, N), theta, cur.dtype)
+    mask = None
+    for t in range(S):
+        if t == tau and tau > 0:
+            mask = srp_keep_mask(state.v, theta, eps)
+            state = if_init((B, N), theta, cur.dtype)
+        x = cur if static else cur.reshape(B, S, N)[:, t]
+        _, s, state = if_step(x, state, theta, mask)
+        spikes.reshape(B, S, N)[:, t] = s
+    return spikes
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("tau", [0, 3])
+@pytest.mark.parametrize("P,C,pblock", [(6, 70, 1), (6, 70, 4), (1, 130, 1), (9, 16, 9)])
+def test_if_kernels_match_numpy(dtype, static, tau, P, C, pblock):
+    rng = np.random.default_rng(P * C + tau)
+    B, S, N = 3, tau + 5, P * C
+    theta, eps = dtype(0.7), 1e-3
+    cur = (rng.standard_normal((B if static else B * S, N)) * 0.5).astype(dtype)
+    want = if_numpy(cur, static, B, S, tau, theta, eps)
+    NW = (C + 63) // 64
+    half, keep = theta / dtype(2), dtype(eps) * theta
+    b1, c1 = np.empty((B * S, P, NW), np.uint64), np.empty((B * S, P), np.int32)
+    if_bits_fast(cur, static, B, S, tau, theta, half, keep, P, C, pblock, b1, c1)
+    b2, c2 = np.empty_like(b1), np.empty_like(c1)
+    rec = [np.zeros((B, N), dtype), np.ones((B, N), bool), np.zeros((B, N), np.int32), np.zeros((B, N), np.int32),
+           np.zeros((B, N))]
+    if_bits(cur, static, B, S, tau, theta, half, keep, P, C, pblock, True, b2, c2, *rec)
+    got = unpack(b1, C).reshape(B * S, N)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(b1, b2)
+    np.testing.assert_array_equal(c1, c2)
+    np.testing.assert_array_equal(c1.sum(1), want.sum(1))
+    st2 = want.reshape(B, S, N)[:, tau:].sum(1)
+    np.testing.assert_array_equal(rec[3], st2)
+
+
+# ----------------------------------------------------------------------------- conv / linear / pool
+def fanout_sops(nz, shape_in, k, stride, pad, Cout, Hout, Wout):
+    """Σ over nonzero inputs of their exact fan-out (Cout × taps landing inside)."""
+    F, Cin, H, W = shape_in
+    ones = np.ones((1, Cin, k, k))
+    # each output position counts the nonzero inputs of its window
+    cnt = ops.conv2d(nz.astype(np.float64), ones, None, stride, pad)
+    return cnt.reshape(F, -1).sum(1) * Cout
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("Cin,Cout,H,k,stride,pad,pool", [
+    (5, 7, 6, 3, 1, 1, 1), (70, 12, 5, 3, 1, 1, 1), (8, 16, 7, 3, 2, 1, 1), (8, 16, 6, 1, 2, 0, 1),
+    (6, 9, 8, 3, 1, 1, 2), (6, 9, 9, 3, 1, 0, 2), (4, 8, 12, 3, 1, 1, 3), (6, 4, 5, 3, 1, 2, 1)])
+def test_conv_bits_matches_numpy(dtype, Cin, Cout, H, k, stride, pad, pool):
+    rng = np.random.default_rng(Cin * 100 + H)
+    F = 4
+    spikes = random_spikes(rng, F, H, H, Cin, 0.3)
+    theta = dtype(0.8)
+    w = rng.standard_normal((Cout, Cin, k, k)).astype(dtype)
+    b = rng.standard_normal(Cout).astype(dtype)
+    x = spikes.reshape(F, H, H, Cin).transpose(0, 3, 1, 2).astype(dtype) * theta
+    Hin = H // pool
+    if pool > 1:
+        x = ops.avgpool2d(x, pool, pool)
+    want = ops.conv2d(x, w, b, stride, pad)
+    Hout = want.shape[2]
+    w_hwio = np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+    out = np.empty((F, Hout * Hout * Cout), dtype)
+    sops = np.empty(F, np.int64)
+    scale = theta / dtype(pool * pool)
+    conv_bits(pack(spikes), H, pool, scale, conv_weight_layout(w_hwio, stride), b, True, k, k, Cin, Cout, stride, pad,
+              Hin, Hin, Hout, Hout, out, sops)
+    got = out.reshape(F, Hout, Hout, Cout).transpose(0, 3, 1, 2)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(sops, fanout_sops(x != 0, x.shape, k, stride, pad, Cout, Hout, Hout))
+
+
+@pytest.mark.parametrize("n_in,n_out,jblock", [(70, 33, 8), (200, 10, 128), (64, 300, 128)])
+def test_linear_bits_matches_numpy(n_in, n_out, jblock):
+    rng = np.random.default_rng(n_in)
+    F = 5
+    spikes = rng.random((F, 1, n_in)) < 0.3
+    w = rng.standard_normal((n_out, n_in))
+    b = rng.standard_normal(n_out)
+    want = ops.linear(spikes[:, 0] * 0.9, w, b)
+    out = np.empty((F, n_out))
+    sops = np.empty(F, np.int64)
+    linear_bits(pack(spikes), 0.9, np.ascontiguousarray(w.T), b, True, jblock, out, sops)
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(sops, spikes.sum((1, 2)) * n_out)
+
+
+def test_bits_to_dense_pool_and_counts():
+    rng = np.random.default_rng(3)
+    F, H, C, k = 3, 7, 70, 2
+    spikes = random_spikes(rng, F, H, H, C, 0.3)
+    bits = pack(spikes)
+    dense = np.empty((F, H * H * C))
+    bits_to_dense(bits, C, 0.5, dense, False)
+    np.testing.assert_array_equal(dense, spikes.reshape(F, -1) * 0.5)
+    bits_to_dense(bits, C, 0.5, dense, True)
+    np.testing.assert_array_equal(dense, spikes.reshape(F, -1) * 1.0)
+    Ho = H // k
+    pooled = np.empty((F, Ho * Ho * C))
+    pool_bits_dense(bits, H, C, k, Ho, Ho, 0.5, pooled)
+    x = spikes.reshape(F, H, H, C).transpose(0, 3, 1, 2) * 0.5
+    want = ops.avgpool2d(x, k, k)
+    np.testing.assert_allclose(pooled.reshape(F, Ho, Ho, C).transpose(0, 3, 1, 2), want, rtol=1e-15)
+    cnt = np.empty(F, np.int64)
+    pooled_counts(bits, H, k, Ho, Ho, cnt)
+    np.testing.assert_array_equal(cnt, spikes.reshape(F, H, H, C)[:, :Ho * k, :Ho * k].sum((1, 2, 3)))
+
+
+# ----------------------------------------------------------------------------- simulator invariances
+def _same(a, b):
+    np.testing.assert_array_equal(a.outputs, b.outputs)
+    for key in ("spikes", "spikes_stage1", "sops", "sops_stage1"):
+        da, db = getattr(a, key), getattr(b, key)
+        assert da.keys() == db.keys()
+        for k in da:
+            np.testing.assert_array_equal(da[k], db[k], err_msg=f"{key}[{k}]")
+
+
+@pytest.mark.parametrize("kind", ["vgg", "resnet"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("min_work", [0, None])
+def test_batch_size_chunking_and_threads_invariance(kind, dtype, min_work, monkeypatch):
+    if min_work is not None:            # every kernel call parallel
+        monkeypatch.setattr(simmod, "PARALLEL_MIN_WORK", min_work)
+    model = make_model(kind, input_shape=(3, 16, 16), seed=4)
+    x = np.random.default_rng(9).random((7, 3, 16, 16))
+    sim = Simulator(model, dtype)
+    full = sim.run(x, 3, 4)
+    one_by_one = type(full).concatenate([sim.run(x[i:i + 1], 3, 4) for i in range(len(x))])
+    _same(full, one_by_one)
+    small_chunks = Simulator(model, dtype, chunk_bytes=1).run(x, 3, 4)      # one image per chunk
+    _same(full, small_chunks)
+    n = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        single = sim.run(x, 3, 4)
+    finally:
+        numba.set_num_threads(n)
+    _same(full, single)
+
+
+@pytest.mark.parametrize("kind", ["vgg", "resnet"])
+def test_dispatch_and_record_do_not_change_results(kind, monkeypatch):
+    model = make_model(kind, input_shape=(3, 16, 16), seed=5)
+    x = np.random.default_rng(2).random((4, 3, 16, 16))
+    sim = Simulator(model, np.float64)
+    base = sim.run(x, 2, 5)
+    _same(base, sim.run(x, 2, 5, record=True))
+    monkeypatch.setattr(simmod, "PARALLEL_MIN_WORK", 0)
+    _same(base, sim.run(x, 2, 5))
+    monkeypatch.setattr(simmod, "PARALLEL_MIN_WORK", float("inf"))
+    _same(base, sim.run(x, 2, 5))
+
+
+@pytest.mark.parametrize("kind", ["vgg", "resnet"])
+@pytest.mark.parametrize("fused", [False, True])
+def test_no_record_path_matches_reference(kind, fused):
+    """The fast (record=False) IF path, and the fused conv → IF kernel used for
+    batches of at least 2 × threads images, agree with the dense reference too."""
+    from srp_np.reference import simulate_dense
+    model = make_model(kind, input_shape=(3, 12, 12), seed=8)
+    n = 2 * numba.get_num_threads() + 1 if fused else 1
+    x = np.random.default_rng(4).random((n, 3, 12, 12))
+    dense = simulate_dense(model, x, 3, 4)
+    sim = Simulator(model, np.float64).run(x, 3, 4)
+    for q in model.qcfs_nodes:
+        name = q["name"]
+        np.testing.assert_array_equal(sim.spikes[name], dense.spikes[name].reshape(n, -1).sum(1))
+        np.testing.assert_array_equal(sim.spikes_stage1[name], dense.spikes_stage1[name].reshape(n, -1).sum(1))
+    np.testing.assert_allclose(sim.outputs, dense.outputs, rtol=1e-10, atol=1e-10)
+
+
+def test_warmup_and_cache_flag():
+    warmup(np.float64)
+    assert isinstance(cache_is_warm(), bool)
+
+
+def test_workspace_reuse_release_and_pickle():
+    """Buffers reused across runs, released, or dropped by pickling never change results."""
+    import pickle
+    model = make_model("resnet", input_shape=(3, 12, 12), seed=6)
+    x = np.random.default_rng(3).random((5, 3, 12, 12))
+    sim = Simulator(model, np.float32)
+    first = sim.run(x, 2, 3)
+    sim.run(x[::-1].copy(), 2, 3)                      # leave other data in the workspace
+    _same(first, type(first).concatenate([sim.run(x[i:i + 1], 2, 3) for i in range(5)]))
+    sim.release_workspace()
+    _same(first, sim.run(x, 2, 3))
+    _same(first, pickle.loads(pickle.dumps(sim)).run(x, 2, 3))
