@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from srp_np.testing import GraphBuilder
+from srp_np.testing import GraphBuilder, random_resnet
 
 VGG16_CFG = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]
 
@@ -50,18 +50,8 @@ def vgg16(x_cal, num_classes=10, rng=0, bias=True):
 
 
 def resnet20(x_cal, num_classes=10, rng=0):
-    g = GraphBuilder(tuple(x_cal.shape[1:]), num_classes, 4, rng, arch="resnet20-random")
-    h = g.act(g.conv("input", 16))
-    cin = 16
-    for i, w in enumerate((16, 32, 64)):
-        for j in range(3):
-            stride = 2 if (i > 0 and j == 0) else 1
-            r = g.act(g.conv(h, w, stride=stride))
-            r = g.conv(r, w, scale=0.5)
-            sc = h if (stride == 1 and cin == w) else g.conv(h, w, k=1, stride=stride, padding=0)
-            h = g.act(g.add(r, sc))
-            cin = w
-    c, hh, ww = g.shapes[h]
-    h = g.pool(h, hh)
-    out = g.linear(g.flatten(h), num_classes)
-    return g.build(out, x_cal)
+    """He et al.'s CIFAR ResNet-20: ``random_resnet`` with 16/32/64 channels and 3 blocks per stage."""
+    m = random_resnet(tuple(x_cal.shape[1:]), num_classes, widths=(16, 32, 64), blocks=3, L=4, rng=rng,
+                      calibrate_x=x_cal)
+    m.graph["arch"] = "resnet20-random"
+    return m
