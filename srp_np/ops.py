@@ -68,4 +68,5 @@ def apply_linear_node(model, node: dict, inputs: list) -> np.ndarray:
 
 
 def _int(v) -> int:
+    """A node's int attribute, written as ``k`` or as a square pair ``[k, k]``."""
     return int(v[0]) if isinstance(v, (list, tuple)) else int(v)

@@ -38,7 +38,7 @@ from .kernels.spikes import (bits_to_dense, conv_bits, conv_if_bits, conv_weight
                              pool_bits_dense, pooled_counts)
 from .kernels.synapses import avgpool_events, conv2d_events, linear_events
 from .neuron import DEFAULT_MASK_EPS
-from .ops import apply_linear_node
+from .ops import _int, apply_linear_node
 
 #: Memory budget (bytes) for one frame-major array; chunks of images are sized to fit.
 DEFAULT_CHUNK_BYTES = 96 * 2**20
@@ -573,10 +573,6 @@ class Simulator:
             res.outputs[t] = acc / (t + 1)
         res.seconds = time.perf_counter() - t0
         return res
-
-
-def _int(v) -> int:
-    return int(v[0]) if isinstance(v, (list, tuple)) else int(v)
 
 
 def _positions(shape) -> int:
