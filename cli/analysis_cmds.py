@@ -34,6 +34,18 @@ def _emit_json(json_out, obj) -> None:
         write_json(json_out, obj)
 
 
+def _write_outputs(obj, json_out, plot, plot_fn: str, **plot_kw) -> None:
+    """Draw ``obj`` with ``srp_np.plots.<plot_fn>`` to ``plot`` (if given), then emit the JSON (if asked)."""
+    if plot:
+        from srp_np import plots
+
+        getattr(plots, plot_fn)(obj, plot, **plot_kw)
+        if json_out != "-":
+            click.echo(f"plot written to {plot}")
+    if json_out:
+        _emit_json(json_out, obj)
+
+
 def _load(weights, data, data_dir, limit):
     check_range("--limit", limit, 1)
     model = load_model_option(weights)
@@ -82,14 +94,8 @@ def sweep_cmd(weights, data, data_dir, taus, T, limit, dtype, mask_eps, json_out
         arch = model.graph.get("arch", "")
         click.echo(f"{arch or 'model'}: accuracy vs stage-2 steps T, {len(x)} images ({origin})")
         click.echo(format_table(res, arch))
-    if plot:
-        from srp_np.plots import plot_sweep
-
-        plot_sweep(res, plot, title=f"{model.graph.get('arch', 'model')}: accuracy vs latency ({len(x)} images)")
-        if json_out != "-":
-            click.echo(f"plot written to {plot}")
-    if json_out:
-        _emit_json(json_out, res)
+    _write_outputs(res, json_out, plot, "plot_sweep",
+                   title=f"{model.graph.get('arch', 'model')}: accuracy vs latency ({len(x)} images)")
 
 
 # ----------------------------------------------------------------------------- analyze
@@ -165,15 +171,9 @@ def analyze_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, batch_s
     if json_out != "-":
         click.echo(f"{model.graph.get('arch', 'model')}: {len(x)} images ({origin}), L={model.L}")
         click.echo(format_analysis(res))
-    if plot:
-        from srp_np.plots import plot_cases
-
-        plot_cases(res, plot, title=f"{model.graph.get('arch', 'model')}: unevenness error cases per IF layer "
-                                    f"(T={T}, {len(x)} images)")
-        if json_out != "-":
-            click.echo(f"plot written to {plot}")
-    if json_out:
-        _emit_json(json_out, res)
+    _write_outputs(res, json_out, plot, "plot_cases",
+                   title=f"{model.graph.get('arch', 'model')}: unevenness error cases per IF layer "
+                         f"(T={T}, {len(x)} images)")
 
 
 # ----------------------------------------------------------------------------- report
@@ -303,14 +303,7 @@ def fig1_cmd(v0, plot, json_out):
             rel = "=" if abs(s["error"]) < 1e-12 else (">" if s["error"] > 0 else "<")
             click.echo(f"phi(T) = {s['phi']:.4f} {rel} a = {res['a']:g}; error phi - a = {s['error']:+.4f}; "
                        f"v(T) = {s['v_T']:+g}\n")
-    if plot:
-        from srp_np.plots import plot_fig1
-
-        plot_fig1(res, plot)
-        if json_out != "-":
-            click.echo(f"plot written to {plot}")
-    if json_out:
-        _emit_json(json_out, res)
+    _write_outputs(res, json_out, plot, "plot_fig1")
 
 
 @explain_group.command("neuron")
@@ -369,14 +362,7 @@ def neuron_cmd(weights, data, data_dir, layer, index, image, tau, T, mask_eps, p
                    f"{CASE_TEXT[tr['case_error_II']]}")
         click.echo(f"layer fed the SNN's inputs: a = QCFS(ybar) = {tr['a_error_I']:.6g}  ->  Error I: "
                    f"{CASE_TEXT[tr['case_error_I']]}")
-    if plot:
-        from srp_np.plots import plot_neuron
-
-        plot_neuron(tr, plot)
-        if json_out != "-":
-            click.echo(f"plot written to {plot}")
-    if json_out:
-        _emit_json(json_out, tr)
+    _write_outputs(tr, json_out, plot, "plot_neuron")
 
 
 @explain_group.command("theorem1")
