@@ -38,14 +38,14 @@ def conv2d_events(cnt, idx, val, scale, has_val, w_hwio, bias, has_bias,
             x = yx - y * Win
             for ky in range(kh):
                 ty = y + pad - ky
-                if ty < 0 or ty % stride != 0:
+                if (ty < 0) | (ty % stride != 0):
                     continue
                 oy = ty // stride
                 if oy >= Hout:
                     continue
                 for kx in range(kw):
                     tx = x + pad - kx
-                    if tx < 0 or tx % stride != 0:
+                    if (tx < 0) | (tx % stride != 0):
                         continue
                     ox = tx // stride
                     if ox >= Wout:
