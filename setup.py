@@ -35,7 +35,7 @@ setup(
         "srp_np._data": "data",
     },
     package_data={"srp_np._weights": ["*.npz", "*.md"], "srp_np._data": ["*.npz", "*.md", "LICENSE*"]},
-    install_requires=["numpy>=1.24", "numba>=0.58", "scipy>=1.10", "click>=8.0", "tqdm>=4.60", "rich>=12"],
+    install_requires=["numpy>=1.24", "numba>=0.58", "scipy>=1.10", "click>=8.0", "tqdm>=4.60", "rich>=12", "threadpoolctl>=3.1"],
     extras_require={
         "train": ["torch==2.13.0"],
         "plot": ["matplotlib>=3.5"],

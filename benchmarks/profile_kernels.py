@@ -44,15 +44,17 @@ def main():
             t0 = time.perf_counter()
             r = k(*a)
             dt = time.perf_counter() - t0
-            if kernel.__name__ in ("conv_bits", "conv_if_bits"):
-                key = (f"conv {a[9]}→{a[10]} k{a[7]} s{a[11]} @{a[15]}×{a[16]}" + (" (pooled in)" if a[2] > 1 else "")
-                       + (" + IF (fused)" if kernel.__name__ == "conv_if_bits" else ""))
-                ops[key] += (a[-1] if kernel.__name__ == "conv_bits" else a[-4]).sum()
+            if kernel.__name__ in ("gather_bits", "gather_if_bits"):
+                kh, cin, cout, st, hout, wout = a[7], a[9], a[10], a[11], a[15], a[16]
+                kind = "linear" if (kh == 1 and hout * wout == 1 and a[13] == 1) else f"conv k{kh} s{st} @{hout}×{wout}"
+                key = (f"{kind} {cin}→{cout}" + (" (pooled in)" if a[2] > 1 else "")
+                       + (" + IF (fused)" if kernel.__name__ == "gather_if_bits" else ""))
+                sops = a[20] if kernel.__name__ == "gather_bits" else a[25]
+                key += "" if par else " [1 thread]"
+                ops[key] += sops.sum()
             else:
-                key = kernel.__name__
-            acc[key + ("" if par else " [1 thread]")] += dt
-            if kernel.__name__ in ("conv_bits", "conv_if_bits"):
-                ops[key + ("" if par else " [1 thread]")] = ops.pop(key)
+                key = kernel.__name__ + ("" if par else " [1 thread]")
+            acc[key] += dt
             return r
         return timed
 

@@ -33,9 +33,10 @@ import numba
 import numpy as np
 
 from .errors import SrpError
+from .kernels import aligned, aligned_empty
 from .kernels.events import dense_to_events
-from .kernels.spikes import (bits_to_dense, conv_bits, conv_if_bits, conv_weight_layout, if_bits, if_bits_fast, linear_bits,
-                             pool_bits_dense, pooled_counts)
+from .kernels.gather import MAX_POOL_WINDOW, gather_bits, gather_if_bits, gather_weights, list_capacity
+from .kernels.spikes import bits_to_dense, if_bits, if_bits_fast, pool_bits_dense, pooled_counts
 from .kernels.synapses import avgpool_events, conv2d_events, linear_events
 from .neuron import DEFAULT_MASK_EPS
 from .ops import _int, apply_linear_node
@@ -43,8 +44,28 @@ from .ops import _int, apply_linear_node
 #: Memory budget (bytes) for one frame-major array; chunks of images are sized to fit.
 DEFAULT_CHUNK_BYTES = 96 * 2**20
 
+#: Rows of the per-thread workspaces (``numba.get_thread_id()`` is below this).
+_NT = numba.config.NUMBA_NUM_THREADS
+
 #: Kernel calls with less estimated work (synaptic ops or neuron updates) run on one thread.
 PARALLEL_MIN_WORK = 1_000_000
+
+
+_BLAS = None
+
+
+def _serial_blas():
+    """Context in which NumPy's BLAS (OpenBLAS) uses one thread.
+
+    After a multi-threaded BLAS call (the dense first layer) OpenBLAS's worker
+    threads keep spinning for a while and take a core from the Numba kernels
+    that follow (measured: the first VGG-16 conv 47 ms instead of 26 ms).
+    The dense work of a simulation is small, so it runs on one thread."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
 
 
 def _pick(kernel, work: float):
@@ -195,14 +216,14 @@ class Simulator:
                 self._prep[node["name"]] = (
                     np.ascontiguousarray(w.transpose(2, 3, 1, 0)).astype(self.dtype),
                     (np.zeros(w.shape[0]) if b is None else b).astype(self.dtype), b is not None)
-                self._wflat[node["name"]] = conv_weight_layout(self._prep[node["name"]][0],
-                                                               _int(node.get("stride", 1)))
+                self._wflat[node["name"]] = gather_weights(self._prep[node["name"]][0])
             elif op == "linear":
                 w = model.weight(node)
                 b = model.weight(node, "bias")
                 self._prep[node["name"]] = (
                     np.ascontiguousarray(w.T).astype(self.dtype),
                     (np.zeros(w.shape[0]) if b is None else b).astype(self.dtype), b is not None)
+                self._wflat[node["name"]] = gather_weights(self._prep[node["name"]][0])
             elif op == "flatten":
                 self._prep[node["name"]] = _hwc_perm(model.shapes[node["inputs"][0]])
         self.max_width = max(int(np.prod(s)) for s in model.shapes.values())
@@ -229,6 +250,7 @@ class Simulator:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self._wflat = {k: aligned(v) for k, v in self._wflat.items()}
         self._lock = threading.Lock()
 
     def release_workspace(self) -> None:
@@ -279,7 +301,7 @@ class Simulator:
         step = self.images_per_chunk(tau + T)
         parts = []
         for s in range(0, n, step):
-            with self._lock:
+            with self._lock, _serial_blas():
                 parts.append(self._run_chunk(x[s:s + step], tau, T, mask_eps, record))
             if progress is not None:
                 progress(min(step, n - s))
@@ -299,7 +321,7 @@ class Simulator:
         for i, buf in enumerate(self._free):
             if buf.nbytes >= n and (best < 0 or buf.nbytes < self._free[best].nbytes):
                 best = i
-        buf = self._free.pop(best) if best >= 0 else np.empty(max(n, 64), np.uint8)
+        buf = self._free.pop(best) if best >= 0 else aligned_empty(max(n, 64), np.uint8)
         arr = buf[:n].view(dtype).reshape(shape)
         self._buf_of[id(arr)] = (buf, arr)
         self._refs[id(arr)] = 0
@@ -359,6 +381,30 @@ class Simulator:
             return out
         raise AssertionError(kind)
 
+    def _gather_workspace(self, kh, kw, cin, rows) -> list:
+        """Per-thread buffers of :func:`gather_bits` (lists, counts, row starts, pooling window)."""
+        cap = list_capacity(kh, kw, cin)
+        return [self._alloc((_NT, cap), np.uint32), self._alloc((_NT, cap), self.dtype),
+                self._alloc((_NT, rows + 9), np.int64), self._alloc((_NT, MAX_POOL_WINDOW), np.uint64)]
+
+    def _gather(self, bits, Ws, k, scale, name, geom, F, size, work, res, per_image) -> np.ndarray:
+        """Currents (F × size) of a conv / linear node fed by spikes; records its synaptic ops."""
+        _, b, has_b = self._prep[name]
+        kh, kw, cin, cout = geom[:4]
+        P = geom[8] * geom[9]
+        # units: about 4 per thread, frame groups first, then slices of the output channels
+        target = 4 * numba.get_num_threads()
+        fgroup = max(1, F // target)
+        ncolu = max(1, target // -(-F // fgroup))
+        out = self._alloc((F, size), self.dtype)
+        sops = np.empty(F, np.int64)
+        ws = self._gather_workspace(kh, kw, cin, fgroup * P)
+        _pick(gather_bits, work)(bits, Ws, k, scale, self._wflat[name], b, has_b, *geom, fgroup, ncolu, out, sops, *ws)
+        for a in ws:
+            self._temp_done(a)
+        res.sops[name], res.sops_stage1[name] = per_image(sops)
+        return out
+
     def _run_chunk(self, x, tau, T, mask_eps, record) -> SimResult:
         t0 = time.perf_counter()
         model, dt = self.model, self.dtype
@@ -402,7 +448,7 @@ class Simulator:
             size = int(np.prod(shape))
             if name in self.static:
                 static_vals[name] = apply_linear_node(model, node, [static_vals[s] for s in node["inputs"]])
-                values[name] = ("static", _to_internal(static_vals[name]))
+                values[name] = ("static", aligned(_to_internal(static_vals[name])))
                 continue
             if name in fused:          # computed with its conv (conv_if_bits)
                 continue
@@ -441,7 +487,8 @@ class Simulator:
                 res.neurons[name] = size
                 continue
             src = ins[0]
-            if op == "conv2d" and src[0] in ("bits", "pooled") and len(model.shapes[node["inputs"][0]]) == 3:
+            pooled_ok = src[0] == "pooled" and src[2] * src[2] <= MAX_POOL_WINDOW
+            if op == "conv2d" and (src[0] == "bits" or pooled_ok) and len(model.shapes[node["inputs"][0]]) == 3:
                 w, b, has_b = self._prep[name]
                 in_shape = model.shapes[node["inputs"][0]]
                 st, pd = _int(node.get("stride", 1)), _int(node.get("padding", 0))
@@ -449,9 +496,9 @@ class Simulator:
                     bits, scale, k, sshape = src[1], src[2], 1, src[4]
                 else:
                     bits, scale, k, sshape = src[1][1], src[1][2] / dt(src[2] * src[2]), src[2], src[1][4]
-                sops = np.empty(F, np.int64)
                 kh, kw, cin, cout = w.shape
                 work = float((src[3] if src[0] == "bits" else src[1][3]).sum()) * kh * kw * cout
+                geom = (kh, kw, cin, cout, st, pd, in_shape[1], in_shape[2], shape[1], shape[2])
                 q = self._fuse_if.get(name)
                 if q is not None and not record and B >= 2 * nthreads:
                     # conv → IF fused per image: the currents stay in cache
@@ -459,11 +506,13 @@ class Simulator:
                     P, NW = shape[1] * shape[2], (cout + 63) // 64
                     bits_out = self._alloc((F, P, NW), np.uint64)
                     counts = self._alloc((F, P), np.int32)
-                    ws = [self._alloc((B, size), dt), self._alloc((B, size), dt), self._alloc((B, P * NW), np.uint64)]
-                    _pick(conv_if_bits, work + 2 * F * size)(
-                        bits, sshape[2], k, scale, self._wflat[name], b, has_b, kh, kw, cin, cout, st, pd, in_shape[1],
-                        in_shape[2], shape[1], shape[2], B, S, tau, th, th / dt(2), dt(mask_eps) * th, bits_out, counts,
-                        sops, *ws)
+                    sops = np.empty(F, np.int64)
+                    ws = self._gather_workspace(kh, kw, cin, S * P)
+                    ws += [self._alloc((_NT, S * size), dt), self._alloc((_NT, size), dt),
+                           self._alloc((_NT, P * NW), np.uint64)]
+                    _pick(gather_if_bits, work + 2 * F * size)(
+                        bits, sshape[2], k, scale, self._wflat[name], b, has_b, *geom, B, S, tau, th, th / dt(2),
+                        dt(mask_eps) * th, bits_out, counts, sops, *ws)
                     cnt = counts.sum(axis=1, dtype=np.int64)
                     for a in ws + [counts]:
                         self._temp_done(a)
@@ -472,19 +521,15 @@ class Simulator:
                     res.spikes[qn], res.spikes_stage1[qn] = per_image(cnt)
                     res.neurons[qn] = size
                     fused.add(qn)
+                    res.sops[name], res.sops_stage1[name] = per_image(sops)
                 else:
-                    out = self._alloc((F, size), dt)
-                    _pick(conv_bits, work)(bits, sshape[2], k, scale, self._wflat[name], b, has_b, kh, kw, cin, cout,
-                                           st, pd, in_shape[1], in_shape[2], shape[1], shape[2], out, sops)
-                    values[name] = ("dense", out)
-                res.sops[name], res.sops_stage1[name] = per_image(sops)
+                    values[name] = ("dense", self._gather(bits, sshape[2], k, scale, name, geom, F, size, work, res,
+                                                          per_image))
             elif op == "linear" and src[0] == "bits" and _positions(src[4]) == 1:
                 w, b, has_b = self._prep[name]
-                out = self._alloc((F, size), dt)
-                sops = np.empty(F, np.int64)
-                _pick(linear_bits, float(src[3].sum()) * size)(src[1], src[2], w, b, has_b, 128, out, sops)
-                values[name] = ("dense", out)
-                res.sops[name], res.sops_stage1[name] = per_image(sops)
+                geom = (1, 1, w.shape[0], size, 1, 0, 1, 1, 1, 1)
+                values[name] = ("dense", self._gather(src[1], 1, 1, src[2], name, geom, F, size,
+                                                      float(src[3].sum()) * size, res, per_image))
             elif op == "avgpool2d" and src[0] == "bits" and len(shape) == 3 and \
                     _int(node["kernel"]) == _int(node.get("stride", node["kernel"])):
                 k = _int(node["kernel"])

@@ -6,9 +6,9 @@ import pytest
 
 from srp_np import ops
 from srp_np import simulator as simmod
-from srp_np.kernels import cache_is_warm, warmup
-from srp_np.kernels.spikes import (bits_to_dense, conv_bits, conv_weight_layout, if_bits, if_bits_fast,
-                                   linear_bits, pool_bits_dense, pooled_counts)
+from srp_np.kernels import ALIGN, aligned, aligned_empty, cache_is_warm, warmup
+from srp_np.kernels.gather import gather_bits, gather_if_bits, gather_weights, list_capacity
+from srp_np.kernels.spikes import bits_to_dense, if_bits, if_bits_fast, pool_bits_dense, pooled_counts
 from srp_np.neuron import if_init, if_step, srp_keep_mask
 from srp_np.simulator import Simulator
 
@@ -91,11 +91,22 @@ def fanout_sops(nz, shape_in, k, stride, pad, Cout, Hout, Wout):
     return cnt.reshape(F, -1).sum(1) * Cout
 
 
+def gather_workspace(kh, kw, cin, rows, dtype):
+    nt = numba.config.NUMBA_NUM_THREADS
+    cap = list_capacity(kh, kw, cin)
+    return [np.empty((nt, cap), np.uint32), np.empty((nt, cap), dtype), np.empty((nt, rows + 9), np.int64),
+            np.empty((nt, 4), np.uint64)]
+
+
+# Cout covers every accumulator block (256, 128, 64, 32 with 2 rows, 16 with 4 rows) and the
+# 1-column tail; Cin covers the 16-, 32- and 64-bit list builders and several words.
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("Cin,Cout,H,k,stride,pad,pool", [
     (5, 7, 6, 3, 1, 1, 1), (70, 12, 5, 3, 1, 1, 1), (8, 16, 7, 3, 2, 1, 1), (8, 16, 6, 1, 2, 0, 1),
-    (6, 9, 8, 3, 1, 1, 2), (6, 9, 9, 3, 1, 0, 2), (4, 8, 12, 3, 1, 1, 3), (6, 4, 5, 3, 1, 2, 1)])
-def test_conv_bits_matches_numpy(dtype, Cin, Cout, H, k, stride, pad, pool):
+    (6, 9, 8, 3, 1, 1, 2), (6, 9, 9, 3, 1, 0, 2), (6, 4, 5, 3, 1, 2, 1), (30, 40, 6, 3, 1, 1, 1),
+    (16, 64, 6, 3, 2, 1, 1), (130, 128, 4, 3, 1, 1, 2), (40, 256, 3, 3, 1, 1, 1), (20, 300, 4, 3, 1, 1, 1)])
+@pytest.mark.parametrize("fgroup,ncolu", [(4, 1), (1, 3)])
+def test_gather_conv_matches_numpy(dtype, Cin, Cout, H, k, stride, pad, pool, fgroup, ncolu):
     rng = np.random.default_rng(Cin * 100 + H)
     F = 4
     spikes = random_spikes(rng, F, H, H, Cin, 0.3)
@@ -109,19 +120,47 @@ def test_conv_bits_matches_numpy(dtype, Cin, Cout, H, k, stride, pad, pool):
     want = ops.conv2d(x, w, b, stride, pad)
     Hout = want.shape[2]
     w_hwio = np.ascontiguousarray(w.transpose(2, 3, 1, 0))
-    out = np.empty((F, Hout * Hout * Cout), dtype)
+    out = np.full((F, Hout * Hout * Cout), np.nan, dtype)
     sops = np.empty(F, np.int64)
     scale = theta / dtype(pool * pool)
-    conv_bits(pack(spikes), H, pool, scale, conv_weight_layout(w_hwio, stride), b, True, k, k, Cin, Cout, stride, pad,
-              Hin, Hin, Hout, Hout, out, sops)
+    gather_bits(pack(spikes), H, pool, scale, gather_weights(w_hwio), b, True, k, k, Cin, Cout, stride, pad,
+                Hin, Hin, Hout, Hout, fgroup, ncolu, out, sops, *gather_workspace(k, k, Cin, fgroup * Hout * Hout, dtype))
     got = out.reshape(F, Hout, Hout, Cout).transpose(0, 3, 1, 2)
     tol = 1e-12 if dtype == np.float64 else 1e-4
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
     np.testing.assert_array_equal(sops, fanout_sops(x != 0, x.shape, k, stride, pad, Cout, Hout, Hout))
 
 
-@pytest.mark.parametrize("n_in,n_out,jblock", [(70, 33, 8), (200, 10, 128), (64, 300, 128)])
-def test_linear_bits_matches_numpy(n_in, n_out, jblock):
+def test_gather_sums_in_tap_then_channel_order():
+    """Each output is the sequential float sum over (tap, channel) from +0, then scale·Σ + bias:
+    the exact arithmetic of the earlier scatter kernels (results bit-identical to them)."""
+    rng = np.random.default_rng(11)
+    F, H, Cin, Cout, k = 3, 5, 70, 48, 3
+    spikes = random_spikes(rng, F, H, H, Cin, 0.4)
+    w = (rng.standard_normal((k, k, Cin, Cout)) * 1e3).astype(np.float32)   # large: rounding shows order
+    b = rng.standard_normal(Cout).astype(np.float32)
+    out = np.empty((F, H * H * Cout), np.float32)
+    sops = np.empty(F, np.int64)
+    gather_bits(pack(spikes), H, 1, np.float32(0.7), gather_weights(w), b, True, k, k, Cin, Cout, 1, 1, H, H, H, H,
+                2, 2, out, sops, *gather_workspace(k, k, Cin, 2 * H * H, np.float32))
+    s = spikes.reshape(F, H, H, Cin)
+    want = np.empty((F, H, H, Cout), np.float32)
+    for f in range(F):
+        for oy in range(H):
+            for ox in range(H):
+                acc = np.zeros(Cout, np.float32)
+                for ky in range(k):
+                    for kx in range(k):
+                        iy, ix = oy - 1 + ky, ox - 1 + kx
+                        if 0 <= iy < H and 0 <= ix < H:
+                            for c in np.flatnonzero(s[f, iy, ix]):
+                                acc = acc + w[ky, kx, c]
+                want[f, oy, ox] = np.float32(0.7) * acc + b
+    np.testing.assert_array_equal(out.reshape(F, H, H, Cout), want)
+
+
+@pytest.mark.parametrize("n_in,n_out", [(70, 33), (200, 10), (64, 300), (20, 4096)])
+def test_gather_linear_matches_numpy(n_in, n_out):
     rng = np.random.default_rng(n_in)
     F = 5
     spikes = rng.random((F, 1, n_in)) < 0.3
@@ -130,9 +169,52 @@ def test_linear_bits_matches_numpy(n_in, n_out, jblock):
     want = ops.linear(spikes[:, 0] * 0.9, w, b)
     out = np.empty((F, n_out))
     sops = np.empty(F, np.int64)
-    linear_bits(pack(spikes), 0.9, np.ascontiguousarray(w.T), b, True, jblock, out, sops)
+    gather_bits(pack(spikes), 1, 1, 0.9, gather_weights(np.ascontiguousarray(w.T)), b, True, 1, 1, n_in, n_out, 1, 0,
+                1, 1, 1, 1, F, 4, out, sops, *gather_workspace(1, 1, n_in, F, np.float64))
     np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(sops, spikes.sum((1, 2)) * n_out)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("tau,pool", [(0, 1), (3, 1), (3, 2)])
+def test_gather_if_equals_gather_then_if(dtype, tau, pool):
+    """The fused conv → IF kernel gives the same spikes as the two kernels in sequence."""
+    rng = np.random.default_rng(tau + 10 * pool)
+    B, S, H, Cin, Cout, k = 3, 6, 6, 20, 80, 3
+    Hs = H * pool
+    F, P = B * S, H * H
+    bits = pack(random_spikes(rng, F, Hs, Hs, Cin, 0.25))
+    w = gather_weights((rng.standard_normal((k, k, Cin, Cout)) * 0.5).astype(dtype))
+    b = (rng.standard_normal(Cout) * 0.1).astype(dtype)
+    th, eps = dtype(1.0), dtype(1e-3)
+    scale = dtype(0.9) / dtype(pool * pool)
+    geom = (k, k, Cin, Cout, 1, 1, H, H, H, H)
+    cur = np.empty((F, P * Cout), dtype)
+    s1 = np.empty(F, np.int64)
+    gather_bits(bits, Hs, pool, scale, w, b, True, *geom, 2, 1, cur, s1, *gather_workspace(k, k, Cin, 2 * P, dtype))
+    NW = (Cout + 63) // 64
+    b1, c1 = np.empty((F, P, NW), np.uint64), np.empty((F, P), np.int32)
+    if_bits_fast(cur, False, B, S, tau, th, th / 2, eps * th, P, Cout, 4, b1, c1)
+    nt = numba.config.NUMBA_NUM_THREADS
+    b2, c2, s2 = np.empty_like(b1), np.empty_like(c1), np.empty(F, np.int64)
+    gather_if_bits(bits, Hs, pool, scale, w, b, True, *geom, B, S, tau, th, th / 2, eps * th, b2, c2, s2,
+                   *gather_workspace(k, k, Cin, S * P, dtype), np.empty((nt, S * P * Cout), dtype),
+                   np.empty((nt, P * Cout), dtype), np.empty((nt, P * NW), np.uint64))
+    np.testing.assert_array_equal(b1, b2)
+    np.testing.assert_array_equal(c1, c2)
+    np.testing.assert_array_equal(s1, s2)
+    assert c1.sum() > 0
+
+
+def test_aligned_buffers():
+    for shape, dt in [((3, 5), np.float32), ((7,), np.uint64), ((1000, 3), np.float64)]:
+        a = aligned_empty(shape, dt)
+        assert a.shape == shape and a.dtype == dt and a.ctypes.data % ALIGN == 0 and a.flags.c_contiguous
+    x = np.arange(10.0)[1:]
+    y = aligned(x)
+    assert y.ctypes.data % ALIGN == 0
+    np.testing.assert_array_equal(x, y)
+    assert aligned(y) is y
 
 
 def test_bits_to_dense_pool_and_counts():

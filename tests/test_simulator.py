@@ -137,3 +137,36 @@ def test_bad_arguments():
         sim.run(np.zeros((1, 3, 10, 10)), 0, 4)
     with pytest.raises(SrpError, match="dtype"):
         Simulator(model, np.int32)
+
+
+@pytest.mark.parametrize("kind,widths", [("vgg", (20, 40, 70)), ("resnet", (16, 32, 64))])
+def test_wide_layers_match_reference(kind, widths):
+    """Channel counts that take the vector-block paths of the gather kernels (16-, 32-, 64-wide
+    blocks, multi-word spike sets), with the fused conv → IF kernel (a batch of ≥ 2 × threads images)."""
+    model = make_model(kind, input_shape=(3, 16, 16), seed=21, widths=widths)
+    n = 2 * numba.get_num_threads() + 1
+    x = np.random.default_rng(3).random((n, 3, 16, 16))
+    dense = simulate_dense(model, x, 3, 4)
+    sim = Simulator(model, np.float64).run(x, 3, 4)
+    for q in model.qcfs_nodes:
+        name = q["name"]
+        np.testing.assert_array_equal(sim.spikes[name], dense.spikes[name].reshape(n, -1).sum(1), err_msg=name)
+        np.testing.assert_array_equal(sim.spikes_stage1[name], dense.spikes_stage1[name].reshape(n, -1).sum(1))
+    np.testing.assert_allclose(sim.outputs, dense.outputs, rtol=1e-10, atol=1e-10)
+    assert sum(s.sum() for s in sim.spikes.values()) > 1000
+
+
+def test_large_pool_window_matches_reference():
+    """A 3×3 / stride-3 average pool in front of a conv (more than the gather kernel's
+    window of 4 words) takes the dense path, with the same results."""
+    from srp_np.testing import GraphBuilder
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 3, 12, 12))
+    g = GraphBuilder((3, 12, 12), 5, rng=1)
+    h = g.act(g.conv("input", 8))
+    h = g.act(g.conv(g.pool(h, 3), 8))
+    h = g.act(g.flatten(h))
+    model = g.build(g.linear(h, 5), x)
+    dense = simulate_dense(model, x, 2, 4)
+    sim = Simulator(model, np.float64).run(x, 2, 4, record=True)
+    assert_same_spikes(dense, sim, model)

@@ -1,0 +1,289 @@
+"""Gather-style synaptic kernels: conv and linear layers fed by spike bit sets.
+
+For every output row (frame f, output position p) the kernel first lists the
+weight rows its receptive field activates: each input spike of channel c at
+kernel tap (ky, kx) selects row ``(ky·kw + kx)·Cin + c`` of the kh×kw×Cin×Cout
+weight (Eq. 2's W^l s^{l-1}(t): a spike contributes its weight, scaled by θ
+once). The lists are built branch-free from the bit words
+(:func:`.simd.push_bits64` …) and then summed into blocks of output channels
+held in vector registers (:func:`.simd.accumulate` …), each output in the
+order (tap, channel), from +0. That is the order the earlier scatter kernels
+used, so the currents are bit-identical to theirs, and they do not depend on
+how frames, rows or channels are split between threads.
+
+An average pool with kernel = stride k in front of the layer is not
+materialised: each pooled nonzero is one list entry whose weight row is
+multiplied by its spike count (``count·w``, then added), and the layer's
+scale is θ/k².
+
+A linear layer is the 1×1 case on a single position.
+"""
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .simd import (acc1, acc1s, acc16, acc16s, acc32, acc32s, acc64, acc64s, acc128, acc128s, acc256, acc256s,
+                   push_bits16, push_bits32, push_bits64, push_pooled16, push_pooled32, push_pooled64)
+from . import aligned
+from .spikes import popcnt64
+
+#: Most words a pooling window may have (k·k ≤ this); larger pools take the dense path.
+MAX_POOL_WINDOW = 4
+
+
+def main_block(cout: int) -> int:
+    """Output-channel block of the vector accumulators (0 when Cout < 16)."""
+    m = cout - cout % 16
+    for bw in (256, 128, 64, 32, 16):
+        if m and m % bw == 0:
+            return bw
+    return 0
+
+
+def list_capacity(kh: int, kw: int, cin: int) -> int:
+    """Entries of a per-thread list buffer: at least one full row plus slack."""
+    maxrow = kh * kw * ((cin + 63) // 64) * 64
+    return max(1 << 16, 2 * maxrow + 256)
+
+
+def gather_weights(w_hwio: np.ndarray) -> np.ndarray:
+    """Flat kh×kw×Cin×Cout weight followed by one zero row of Cout (the padding row)."""
+    cout = w_hwio.shape[-1]
+    return aligned(np.concatenate([np.ascontiguousarray(w_hwio).reshape(-1), np.zeros(cout, w_hwio.dtype)]))
+
+
+@njit(cache=True, inline="always")
+def _acc(BW, scaled, out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias):
+    if scaled:
+        if BW == 256:
+            acc256s(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+        elif BW == 128:
+            acc128s(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+        elif BW == 64:
+            acc64s(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+        elif BW == 32:
+            acc32s(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+        elif BW == 16:
+            acc16s(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+        else:
+            acc1s(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+    else:
+        if BW == 256:
+            acc256(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+        elif BW == 128:
+            acc128(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+        elif BW == 64:
+            acc64(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+        elif BW == 32:
+            acc32(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+        elif BW == 16:
+            acc16(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+        else:
+            acc1(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+
+
+@njit(cache=True, inline="always")
+def _rows_per_call(BW):
+    if BW >= 64:
+        return 1
+    if BW == 32:
+        return 2
+    if BW == 16:
+        return 4
+    return 8
+
+
+@njit(cache=True, inline="always")
+def _push_row(bits, f, Ws, pool, iy, ix, tb, Cin, Cout, offs, cnt, n, win):
+    """Append the list entries of input position (iy, ix) at tap base row ``tb``."""
+    NW = bits.shape[2]
+    if pool == 1:
+        pos = iy * Ws + ix
+        if Cin <= 16:
+            n = push_bits16(offs, n, bits[f, pos, 0], tb * Cout, Cout)
+        elif Cin <= 32:
+            n = push_bits32(offs, n, bits[f, pos, 0], tb * Cout, Cout)
+        else:
+            for wd in range(NW):
+                n = push_bits64(offs, n, bits[f, pos, wd], (tb + wd * 64) * Cout, Cout)
+    else:
+        for wd in range(NW):
+            j = 0
+            for dy in range(pool):
+                for dx in range(pool):
+                    win[j] = bits[f, (iy * pool + dy) * Ws + ix * pool + dx, wd]
+                    j += 1
+            if Cin <= 16:
+                n = push_pooled16(offs, cnt, n, win, pool * pool, tb * Cout, Cout)
+            elif Cin <= 32:
+                n = push_pooled32(offs, cnt, n, win, pool * pool, tb * Cout, Cout)
+            else:
+                n = push_pooled64(offs, cnt, n, win, pool * pool, (tb + wd * 64) * Cout, Cout)
+    return n
+
+
+@njit(cache=True, inline="always")
+def _gather_frames(bits, Ws, pool, f0, f1, w1, scale, bias, has_bias, kh, kw, Cin, Cout, stride, pad, Hin, Win,
+                   Hout, Wout, col0, col1, out1, obase, offs, cnt, start, win, sops, count_sops):
+    """Currents of frames f0 … f1-1, output channels [col0, col1), into
+    ``out1[obase + ((f - f0)·P + p)·Cout + c]``; with ``count_sops`` adds each
+    frame's synaptic ops (list entries × Cout) to ``sops[f]``."""
+    NW = bits.shape[2]
+    P = Hout * Wout
+    cap = offs.shape[0]
+    maxrow = kh * kw * NW * 64
+    zrow = kh * kw * Cin * Cout
+    nrows = (f1 - f0) * P
+    m16 = Cout - Cout % 16
+    BW = 256
+    while (BW > 16) & ((m16 % BW) != 0):
+        BW //= 2
+    R = _rows_per_call(BW)
+    scaled = pool > 1
+    r0 = 0
+    while r0 < nrows:
+        # phase 1: the lists of rows r0 … r1-1 (as many as the buffer holds)
+        n = 0
+        r1 = r0
+        while (r1 < nrows) & (n + maxrow + 64 <= cap):
+            f = f0 + r1 // P
+            p = r1 % P
+            oy = p // Wout
+            ox = p - oy * Wout
+            start[r1 - r0] = n
+            for ky in range(kh):
+                iy = oy * stride - pad + ky
+                if (iy < 0) | (iy >= Hin):
+                    continue
+                for kx in range(kw):
+                    ix = ox * stride - pad + kx
+                    if (ix < 0) | (ix >= Win):
+                        continue
+                    n = _push_row(bits, f, Ws, pool, iy, ix, (ky * kw + kx) * Cin, Cin, Cout, offs, cnt, n, win)
+            if count_sops:
+                sops[f] += (n - start[r1 - r0]) * Cout
+            r1 += 1
+        for j in range(r1 - r0, r1 - r0 + 9):
+            start[j] = n
+        nb = r1 - r0
+        # phase 2: sum the lists into blocks of output channels
+        ob = obase + r0 * Cout
+        c = col0
+        while c + BW <= min(col1, m16):
+            for rr in range(0, nb, R):
+                _acc(BW, scaled, out1, ob + rr * Cout + c, Cout, min(R, nb - rr), w1, c, offs, cnt, start, rr,
+                     zrow, scale, bias, has_bias)
+            c += BW
+        while c < col1:
+            for rr in range(0, nb, 8):
+                _acc(1, scaled, out1, ob + rr * Cout + c, Cout, min(8, nb - rr), w1, c, offs, cnt, start, rr,
+                     zrow, scale, bias, has_bias)
+            c += 1
+        r0 = r1
+
+
+@njit(parallel=True, cache=True)
+def gather_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout, stride, pad, Hin, Win, Hout, Wout,
+                fgroup, ncolu, out, sops, ws_offs, ws_cnt, ws_start, ws_win):
+    """Conv (or linear: 1×1 on one position) of a spike map, optionally average-pooled (``pool`` = k > 1).
+
+    ``bits`` F×(Hs·Ws)×NW holds the spikes; ``w1`` is :func:`gather_weights` of the
+    kh×kw×Cin×Cout weight; ``scale`` is θ (θ/k² when pooled). Writes
+    ``out`` (F × Hout·Wout·Cout channels-last) = scale·Σ w + bias and ``sops`` (F,).
+    Work units: groups of ``fgroup`` frames × ``ncolu`` slices of the output
+    channels. ``ws_*`` are per-thread workspaces (rows: ``numba.config.NUMBA_NUM_THREADS``):
+    list entries (uint32, :func:`list_capacity`), their counts (the dtype), row
+    starts (int64, ≥ fgroup·P + 9) and a pooling window (uint64, ≥ :data:`MAX_POOL_WINDOW`).
+    """
+    F = bits.shape[0]
+    P = Hout * Wout
+    N = P * Cout
+    nfg = (F + fgroup - 1) // fgroup
+    out1 = out.reshape(-1)
+    m16 = Cout - Cout % 16
+    BW = 256
+    while (BW > 16) & ((m16 % BW) != 0):
+        BW //= 2
+    nblk = m16 // BW if m16 > 0 else 0
+    ncolu = max(1, min(ncolu, nblk))
+    per = (nblk + ncolu - 1) // ncolu
+    for f in range(F):
+        sops[f] = 0
+    sc = out.dtype.type(scale)
+    for u in prange(nfg * ncolu):
+        g = u // ncolu
+        cu = u - g * ncolu
+        f0 = g * fgroup
+        f1 = min(F, f0 + fgroup)
+        col0 = min(cu * per, nblk) * BW
+        col1 = Cout if cu == ncolu - 1 else min((cu + 1) * per, nblk) * BW
+        if col1 <= col0:
+            continue
+        tid = numba.get_thread_id()
+        _gather_frames(bits, Ws, pool, f0, f1, w1, sc, bias, has_bias, kh, kw, Cin, Cout, stride, pad, Hin, Win,
+                       Hout, Wout, col0, col1, out1, f0 * N, ws_offs[tid], ws_cnt[tid], ws_start[tid],
+                       ws_win[tid], sops, cu == 0)
+
+
+@njit(parallel=True, cache=True)
+def gather_if_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout, stride, pad, Hin, Win, Hout, Wout,
+                   B, S, tau, theta, half, thr_keep, bits_out, counts, sops, ws_offs, ws_cnt, ws_start, ws_win,
+                   ws_cur, ws_v, ws_keepw):
+    """:func:`gather_bits` followed by its IF layer, fused per image: an image's
+    S frames of currents go to a per-thread buffer (``ws_cur``, ≥ S·N) and
+    straight into the IF update with SRP (the arithmetic of
+    :func:`.spikes.if_bits_fast`, identical results); the keep-mask is held as
+    bit words. Writes the IF layer's spikes ``bits_out`` (F×P×NWo) and
+    ``counts`` (F×P), and ``sops``. ``ws_v`` (≥ N) and ``ws_keepw`` (≥ P·NWo)
+    are per-thread too."""
+    P = Hout * Wout
+    C = Cout
+    N = P * C
+    NWo = bits_out.shape[2]
+    F = B * S
+    for f in range(F):
+        sops[f] = 0
+    sc = ws_cur.dtype.type(scale)
+    for b in prange(B):
+        tid = numba.get_thread_id()
+        cur1 = ws_cur[tid]
+        v = ws_v[tid]
+        keepw = ws_keepw[tid]
+        _gather_frames(bits, Ws, pool, b * S, b * S + S, w1, sc, bias, has_bias, kh, kw, Cin, Cout, stride, pad,
+                       Hin, Win, Hout, Wout, 0, Cout, cur1, 0, ws_offs[tid], ws_cnt[tid], ws_start[tid],
+                       ws_win[tid], sops, True)
+        for i in range(np.uint64(N)):
+            v[i] = half
+        for t in range(S):
+            f = b * S + t
+            cb = np.uint64(t * N)
+            if (t == tau) & (tau > 0):
+                for p in range(P):
+                    for wd in range(NWo):
+                        c0 = wd * 64
+                        c1 = min(C, c0 + 64)
+                        lb = np.uint64(p * C + c0)
+                        word = np.uint64(0)
+                        for j in range(np.uint64(c1 - c0)):
+                            word |= np.uint64(v[lb + j] > thr_keep) << j
+                        keepw[p * NWo + wd] = word
+                for i in range(np.uint64(N)):
+                    v[i] = half
+            masked = (t >= tau) & (tau > 0)
+            for p in range(P):
+                cnt = 0
+                for wd in range(NWo):
+                    c0 = wd * 64
+                    c1 = min(C, c0 + 64)
+                    lb = np.uint64(p * C + c0)
+                    word = np.uint64(0)
+                    for j in range(np.uint64(c1 - c0)):
+                        u_ = v[lb + j] + cur1[cb + lb + j]
+                        s = u_ >= theta
+                        v[lb + j] = u_ - theta if s else u_
+                        word |= np.uint64(s) << j
+                    if masked:
+                        word &= keepw[p * NWo + wd]
+                    bits_out[f, p, wd] = word
+                    cnt += popcnt64(word)
+                counts[f, p] = cnt
