@@ -141,15 +141,14 @@ def _gather_frames(bits, Ws, pool, f0, f1, w1, scale, bias, has_bias, kh, kw, Ci
     R = _rows_per_call(BW)
     scaled = pool > 1
     r0 = 0
+    f = f0          # (frame, oy, ox) of row r1, advanced without divisions
+    oy = 0
+    ox = 0
     while r0 < nrows:
         # phase 1: the lists of rows r0 … r1-1 (as many as the buffer holds)
         n = 0
         r1 = r0
         while (r1 < nrows) & (n + maxrow + 64 <= cap):
-            f = f0 + r1 // P
-            p = r1 % P
-            oy = p // Wout
-            ox = p - oy * Wout
             start[r1 - r0] = n
             for ky in range(kh):
                 iy = oy * stride - pad + ky
@@ -163,6 +162,13 @@ def _gather_frames(bits, Ws, pool, f0, f1, w1, scale, bias, has_bias, kh, kw, Ci
             if count_sops:
                 sops[f] += (n - start[r1 - r0]) * Cout
             r1 += 1
+            ox += 1
+            if ox == Wout:
+                ox = 0
+                oy += 1
+                if oy == Hout:
+                    oy = 0
+                    f += 1
         for j in range(r1 - r0, r1 - r0 + 9):
             start[j] = n
         nb = r1 - r0
