@@ -35,7 +35,7 @@ import numpy as np
 from .errors import SrpError
 from .kernels import aligned, aligned_empty
 from .kernels.events import dense_to_events
-from .kernels.gather import MAX_POOL_WINDOW, gather_bits, gather_if_bits, gather_weights, list_capacity
+from .kernels.gather import DEFAULT_KBLOCK, MAX_POOL_WINDOW, gather_bits, gather_if_bits, gather_weights, list_capacity
 from .kernels.spikes import bits_to_dense, if_bits, if_bits_fast, pool_bits_dense, pooled_counts
 from .kernels.synapses import avgpool_events, conv2d_events, linear_events
 from .neuron import DEFAULT_MASK_EPS
@@ -43,6 +43,9 @@ from .ops import _int, apply_linear_node
 
 #: Memory budget (bytes) for one frame-major array; chunks of images are sized to fit.
 DEFAULT_CHUNK_BYTES = 96 * 2**20
+
+#: Bytes of weights the gather kernels keep in cache per segment group (see ``gather_bits``).
+KBLOCK = DEFAULT_KBLOCK
 
 #: Rows of the per-thread workspaces (``numba.get_thread_id()`` is below this).
 _NT = numba.config.NUMBA_NUM_THREADS
@@ -381,11 +384,11 @@ class Simulator:
             return out
         raise AssertionError(kind)
 
-    def _gather_workspace(self, kh, kw, cin, rows) -> list:
-        """Per-thread buffers of :func:`gather_bits` (lists, counts, row starts, pooling window)."""
+    def _gather_workspace(self, kh, kw, cin) -> list:
+        """Per-thread buffers of :func:`gather_bits` (lists, counts, segment starts, pooling window)."""
         cap = list_capacity(kh, kw, cin)
         return [self._alloc((_NT, cap), np.uint32), self._alloc((_NT, cap), self.dtype),
-                self._alloc((_NT, rows + 9), np.int64), self._alloc((_NT, MAX_POOL_WINDOW), np.uint64)]
+                self._alloc((_NT, cap), np.int64), self._alloc((_NT, MAX_POOL_WINDOW), np.uint64)]
 
     def _gather(self, bits, Ws, k, scale, name, geom, F, size, work, res, per_image) -> np.ndarray:
         """Currents (F × size) of a conv / linear node fed by spikes; records its synaptic ops."""
@@ -398,8 +401,9 @@ class Simulator:
         ncolu = max(1, target // -(-F // fgroup))
         out = self._alloc((F, size), self.dtype)
         sops = np.empty(F, np.int64)
-        ws = self._gather_workspace(kh, kw, cin, fgroup * P)
-        _pick(gather_bits, work)(bits, Ws, k, scale, self._wflat[name], b, has_b, *geom, fgroup, ncolu, out, sops, *ws)
+        ws = self._gather_workspace(kh, kw, cin)
+        _pick(gather_bits, work)(bits, Ws, k, scale, self._wflat[name], b, has_b, *geom, fgroup, ncolu, KBLOCK, out,
+                                 sops, *ws)
         for a in ws:
             self._temp_done(a)
         res.sops[name], res.sops_stage1[name] = per_image(sops)
@@ -507,11 +511,11 @@ class Simulator:
                     bits_out = self._alloc((F, P, NW), np.uint64)
                     counts = self._alloc((F, P), np.int32)
                     sops = np.empty(F, np.int64)
-                    ws = self._gather_workspace(kh, kw, cin, S * P)
+                    ws = self._gather_workspace(kh, kw, cin)
                     ws += [self._alloc((_NT, S * size), dt), self._alloc((_NT, size), dt),
                            self._alloc((_NT, P * NW), np.uint64)]
                     _pick(gather_if_bits, work + 2 * F * size)(
-                        bits, sshape[2], k, scale, self._wflat[name], b, has_b, *geom, B, S, tau, th, th / dt(2),
+                        bits, sshape[2], k, scale, self._wflat[name], b, has_b, *geom, KBLOCK, B, S, tau, th, th / dt(2),
                         dt(mask_eps) * th, bits_out, counts, sops, *ws)
                     cnt = counts.sum(axis=1, dtype=np.int64)
                     for a in ws + [counts]:

@@ -91,10 +91,13 @@ def fanout_sops(nz, shape_in, k, stride, pad, Cout, Hout, Wout):
     return cnt.reshape(F, -1).sum(1) * Cout
 
 
+KB = 256 * 1024
+
+
 def gather_workspace(kh, kw, cin, rows, dtype):
     nt = numba.config.NUMBA_NUM_THREADS
     cap = list_capacity(kh, kw, cin)
-    return [np.empty((nt, cap), np.uint32), np.empty((nt, cap), dtype), np.empty((nt, rows + 9), np.int64),
+    return [np.empty((nt, cap), np.uint32), np.empty((nt, cap), dtype), np.empty((nt, cap), np.int64),
             np.empty((nt, 4), np.uint64)]
 
 
@@ -105,8 +108,8 @@ def gather_workspace(kh, kw, cin, rows, dtype):
     (5, 7, 6, 3, 1, 1, 1), (70, 12, 5, 3, 1, 1, 1), (8, 16, 7, 3, 2, 1, 1), (8, 16, 6, 1, 2, 0, 1),
     (6, 9, 8, 3, 1, 1, 2), (6, 9, 9, 3, 1, 0, 2), (6, 4, 5, 3, 1, 2, 1), (30, 40, 6, 3, 1, 1, 1),
     (16, 64, 6, 3, 2, 1, 1), (130, 128, 4, 3, 1, 1, 2), (40, 256, 3, 3, 1, 1, 1), (20, 300, 4, 3, 1, 1, 1)])
-@pytest.mark.parametrize("fgroup,ncolu", [(4, 1), (1, 3)])
-def test_gather_conv_matches_numpy(dtype, Cin, Cout, H, k, stride, pad, pool, fgroup, ncolu):
+@pytest.mark.parametrize("fgroup,ncolu,kblock", [(4, 1, KB), (1, 3, 1)])   # kblock 1: one segment per group
+def test_gather_conv_matches_numpy(dtype, Cin, Cout, H, k, stride, pad, pool, fgroup, ncolu, kblock):
     rng = np.random.default_rng(Cin * 100 + H)
     F = 4
     spikes = random_spikes(rng, F, H, H, Cin, 0.3)
@@ -124,7 +127,7 @@ def test_gather_conv_matches_numpy(dtype, Cin, Cout, H, k, stride, pad, pool, fg
     sops = np.empty(F, np.int64)
     scale = theta / dtype(pool * pool)
     gather_bits(pack(spikes), H, pool, scale, gather_weights(w_hwio), b, True, k, k, Cin, Cout, stride, pad,
-                Hin, Hin, Hout, Hout, fgroup, ncolu, out, sops, *gather_workspace(k, k, Cin, fgroup * Hout * Hout, dtype))
+                Hin, Hin, Hout, Hout, fgroup, ncolu, kblock, out, sops, *gather_workspace(k, k, Cin, fgroup * Hout * Hout, dtype))
     got = out.reshape(F, Hout, Hout, Cout).transpose(0, 3, 1, 2)
     tol = 1e-12 if dtype == np.float64 else 1e-4
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
@@ -139,10 +142,13 @@ def test_gather_sums_in_tap_then_channel_order():
     spikes = random_spikes(rng, F, H, H, Cin, 0.4)
     w = (rng.standard_normal((k, k, Cin, Cout)) * 1e3).astype(np.float32)   # large: rounding shows order
     b = rng.standard_normal(Cout).astype(np.float32)
-    out = np.empty((F, H * H * Cout), np.float32)
-    sops = np.empty(F, np.int64)
-    gather_bits(pack(spikes), H, 1, np.float32(0.7), gather_weights(w), b, True, k, k, Cin, Cout, 1, 1, H, H, H, H,
-                2, 2, out, sops, *gather_workspace(k, k, Cin, 2 * H * H, np.float32))
+    outs = []
+    for kblock in (KB, 1):     # the whole list at once, or one segment at a time (partial sums continued)
+        out = np.empty((F, H * H * Cout), np.float32)
+        sops = np.empty(F, np.int64)
+        gather_bits(pack(spikes), H, 1, np.float32(0.7), gather_weights(w), b, True, k, k, Cin, Cout, 1, 1, H, H, H,
+                    H, 2, 2, kblock, out, sops, *gather_workspace(k, k, Cin, 2 * H * H, np.float32))
+        outs.append(out)
     s = spikes.reshape(F, H, H, Cin)
     want = np.empty((F, H, H, Cout), np.float32)
     for f in range(F):
@@ -156,7 +162,8 @@ def test_gather_sums_in_tap_then_channel_order():
                             for c in np.flatnonzero(s[f, iy, ix]):
                                 acc = acc + w[ky, kx, c]
                 want[f, oy, ox] = np.float32(0.7) * acc + b
-    np.testing.assert_array_equal(out.reshape(F, H, H, Cout), want)
+    for out in outs:
+        np.testing.assert_array_equal(out.reshape(F, H, H, Cout), want)
 
 
 @pytest.mark.parametrize("n_in,n_out", [(70, 33), (200, 10), (64, 300), (20, 4096)])
@@ -170,7 +177,7 @@ def test_gather_linear_matches_numpy(n_in, n_out):
     out = np.empty((F, n_out))
     sops = np.empty(F, np.int64)
     gather_bits(pack(spikes), 1, 1, 0.9, gather_weights(np.ascontiguousarray(w.T)), b, True, 1, 1, n_in, n_out, 1, 0,
-                1, 1, 1, 1, F, 4, out, sops, *gather_workspace(1, 1, n_in, F, np.float64))
+                1, 1, 1, 1, F, 4, KB, out, sops, *gather_workspace(1, 1, n_in, F, np.float64))
     np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(sops, spikes.sum((1, 2)) * n_out)
 
@@ -191,13 +198,13 @@ def test_gather_if_equals_gather_then_if(dtype, tau, pool):
     geom = (k, k, Cin, Cout, 1, 1, H, H, H, H)
     cur = np.empty((F, P * Cout), dtype)
     s1 = np.empty(F, np.int64)
-    gather_bits(bits, Hs, pool, scale, w, b, True, *geom, 2, 1, cur, s1, *gather_workspace(k, k, Cin, 2 * P, dtype))
+    gather_bits(bits, Hs, pool, scale, w, b, True, *geom, 2, 1, KB, cur, s1, *gather_workspace(k, k, Cin, 2 * P, dtype))
     NW = (Cout + 63) // 64
     b1, c1 = np.empty((F, P, NW), np.uint64), np.empty((F, P), np.int32)
     if_bits_fast(cur, False, B, S, tau, th, th / 2, eps * th, P, Cout, 4, b1, c1)
     nt = numba.config.NUMBA_NUM_THREADS
     b2, c2, s2 = np.empty_like(b1), np.empty_like(c1), np.empty(F, np.int64)
-    gather_if_bits(bits, Hs, pool, scale, w, b, True, *geom, B, S, tau, th, th / 2, eps * th, b2, c2, s2,
+    gather_if_bits(bits, Hs, pool, scale, w, b, True, *geom, KB, B, S, tau, th, th / 2, eps * th, b2, c2, s2,
                    *gather_workspace(k, k, Cin, S * P, dtype), np.empty((nt, S * P * Cout), dtype),
                    np.empty((nt, P * Cout), dtype), np.empty((nt, P * NW), np.uint64))
     np.testing.assert_array_equal(b1, b2)

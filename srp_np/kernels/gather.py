@@ -30,6 +30,9 @@ from .spikes import popcnt64
 #: Most words a pooling window may have (k·k ≤ this); larger pools take the dense path.
 MAX_POOL_WINDOW = 4
 
+#: Default bytes of weights per segment group and output block (about a quarter of a 1-2 MB L2 cache).
+DEFAULT_KBLOCK = 256 * 1024
+
 
 def main_block(cout: int) -> int:
     """Output-channel block of the vector accumulators (0 when Cout < 16)."""
@@ -53,33 +56,34 @@ def gather_weights(w_hwio: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, inline="always")
-def _acc(BW, scaled, out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias):
+def _acc(BW, scaled, out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, ss, s0, s1, zrow, scale, bias,
+         has_bias, init, final):
     if scaled:
         if BW == 256:
-            acc256s(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+            acc256s(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, ss, s0, s1, zrow, scale, bias, has_bias, init, final)
         elif BW == 128:
-            acc128s(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+            acc128s(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, ss, s0, s1, zrow, scale, bias, has_bias, init, final)
         elif BW == 64:
-            acc64s(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+            acc64s(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, ss, s0, s1, zrow, scale, bias, has_bias, init, final)
         elif BW == 32:
-            acc32s(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+            acc32s(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, ss, s0, s1, zrow, scale, bias, has_bias, init, final)
         elif BW == 16:
-            acc16s(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+            acc16s(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, ss, s0, s1, zrow, scale, bias, has_bias, init, final)
         else:
-            acc1s(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+            acc1s(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, ss, s0, s1, zrow, scale, bias, has_bias, init, final)
     else:
         if BW == 256:
-            acc256(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+            acc256(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, ss, s0, s1, zrow, scale, bias, has_bias, init, final)
         elif BW == 128:
-            acc128(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+            acc128(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, ss, s0, s1, zrow, scale, bias, has_bias, init, final)
         elif BW == 64:
-            acc64(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+            acc64(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, ss, s0, s1, zrow, scale, bias, has_bias, init, final)
         elif BW == 32:
-            acc32(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+            acc32(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, ss, s0, s1, zrow, scale, bias, has_bias, init, final)
         elif BW == 16:
-            acc16(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+            acc16(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, ss, s0, s1, zrow, scale, bias, has_bias, init, final)
         else:
-            acc1(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, zrow, scale, bias, has_bias)
+            acc1(out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, ss, s0, s1, zrow, scale, bias, has_bias, init, final)
 
 
 @njit(cache=True, inline="always")
@@ -94,17 +98,25 @@ def _rows_per_call(BW):
 
 
 @njit(cache=True, inline="always")
-def _push_row(bits, f, Ws, pool, iy, ix, tb, Cin, Cout, offs, cnt, n, win):
-    """Append the list entries of input position (iy, ix) at tap base row ``tb``."""
+def _push_row(bits, f, Ws, pool, iy, ix, tb, Cin, Cout, offs, cnt, n, win, start, sb, segs):
+    """Append the list entries of input position (iy, ix) at tap base row ``tb``, one
+    segment per spike word (a single segment when Cin ≤ 32); with ``segs``,
+    ``start[sb + q]`` receives where segment q begins."""
     NW = bits.shape[2]
     if pool == 1:
         pos = iy * Ws + ix
         if Cin <= 16:
+            if segs:
+                start[sb] = n
             n = push_bits16(offs, n, bits[f, pos, 0], tb * Cout, Cout)
         elif Cin <= 32:
+            if segs:
+                start[sb] = n
             n = push_bits32(offs, n, bits[f, pos, 0], tb * Cout, Cout)
         else:
             for wd in range(NW):
+                if segs:
+                    start[sb + wd] = n
                 n = push_bits64(offs, n, bits[f, pos, wd], (tb + wd * 64) * Cout, Cout)
     else:
         for wd in range(NW):
@@ -113,6 +125,8 @@ def _push_row(bits, f, Ws, pool, iy, ix, tb, Cin, Cout, offs, cnt, n, win):
                 for dx in range(pool):
                     win[j] = bits[f, (iy * pool + dy) * Ws + ix * pool + dx, wd]
                     j += 1
+            if segs:
+                start[sb + wd] = n
             if Cin <= 16:
                 n = push_pooled16(offs, cnt, n, win, pool * pool, tb * Cout, Cout)
             elif Cin <= 32:
@@ -124,43 +138,71 @@ def _push_row(bits, f, Ws, pool, iy, ix, tb, Cin, Cout, offs, cnt, n, win):
 
 @njit(cache=True, inline="always")
 def _gather_frames(bits, Ws, pool, f0, f1, w1, scale, bias, has_bias, kh, kw, Cin, Cout, stride, pad, Hin, Win,
-                   Hout, Wout, col0, col1, out1, obase, offs, cnt, start, win, sops, count_sops):
+                   Hout, Wout, col0, col1, kblock, out1, obase, offs, cnt, start, win, sops, count_sops):
     """Currents of frames f0 … f1-1, output channels [col0, col1), into
     ``out1[obase + ((f - f0)·P + p)·Cout + c]``; with ``count_sops`` adds each
-    frame's synaptic ops (list entries × Cout) to ``sops[f]``."""
+    frame's synaptic ops (list entries × Cout) to ``sops[f]``.
+
+    Phase 1 lists the entries of as many rows as the buffers hold, in segments
+    (kernel tap × spike word); phase 2 sums them, a group of segments at a time
+    whose weight rows span about ``kblock`` bytes per output block, so that those
+    weights stay in cache while every row is summed (partial sums continue exactly)."""
     NW = bits.shape[2]
-    P = Hout * Wout
     cap = offs.shape[0]
+    scap = start.shape[0]
     maxrow = kh * kw * NW * 64
     zrow = kh * kw * Cin * Cout
-    nrows = (f1 - f0) * P
+    nrows = (f1 - f0) * (Hout * Wout)
     m16 = Cout - Cout % 16
     BW = 256
     while (BW > 16) & ((m16 % BW) != 0):
         BW //= 2
     R = _rows_per_call(BW)
     scaled = pool > 1
+    segs_tap = 1 if (Cin <= 32) & (pool == 1) else NW
+    seg_rows = min(Cin, 64)
+    G = max(1, kblock // (seg_rows * BW * w1.itemsize))
+    # segments (tap × spike word) are only recorded when the weights need more than one group
+    grouped = G < kh * kw * segs_tap
+    nseg = kh * kw * segs_tap if grouped else 1
+    ss = nseg + 1
     r0 = 0
     f = f0          # (frame, oy, ox) of row r1, advanced without divisions
     oy = 0
     ox = 0
     while r0 < nrows:
-        # phase 1: the lists of rows r0 … r1-1 (as many as the buffer holds)
+        # phase 1: the lists of rows r0 … r1-1 (as many as the buffers hold)
         n = 0
         r1 = r0
-        while (r1 < nrows) & (n + maxrow + 64 <= cap):
-            start[r1 - r0] = n
-            for ky in range(kh):
-                iy = oy * stride - pad + ky
-                if (iy < 0) | (iy >= Hin):
-                    continue
-                for kx in range(kw):
-                    ix = ox * stride - pad + kx
-                    if (ix < 0) | (ix >= Win):
+        while (r1 < nrows) & (n + maxrow + 64 <= cap) & ((r1 - r0 + 1) * ss <= scap):
+            sb = (r1 - r0) * ss
+            start[sb] = n
+            if grouped:
+                for ky in range(kh):
+                    iy = oy * stride - pad + ky
+                    for kx in range(kw):
+                        ix = ox * stride - pad + kx
+                        q = sb + (ky * kw + kx) * segs_tap
+                        if (iy < 0) | (iy >= Hin) | (ix < 0) | (ix >= Win):
+                            for j in range(segs_tap):
+                                start[q + j] = n
+                        else:
+                            n = _push_row(bits, f, Ws, pool, iy, ix, (ky * kw + kx) * Cin, Cin, Cout, offs, cnt, n,
+                                          win, start, q, True)
+            else:           # (a separate loop: the narrow layers are sensitive to its code)
+                for ky in range(kh):
+                    iy = oy * stride - pad + ky
+                    if (iy < 0) | (iy >= Hin):
                         continue
-                    n = _push_row(bits, f, Ws, pool, iy, ix, (ky * kw + kx) * Cin, Cin, Cout, offs, cnt, n, win)
+                    for kx in range(kw):
+                        ix = ox * stride - pad + kx
+                        if (ix < 0) | (ix >= Win):
+                            continue
+                        n = _push_row(bits, f, Ws, pool, iy, ix, (ky * kw + kx) * Cin, Cin, Cout, offs, cnt, n,
+                                      win, start, 0, False)
+            start[sb + nseg] = n
             if count_sops:
-                sops[f] += (n - start[r1 - r0]) * Cout
+                sops[f] += (n - start[sb]) * Cout
             r1 += 1
             ox += 1
             if ox == Wout:
@@ -169,37 +211,41 @@ def _gather_frames(bits, Ws, pool, f0, f1, w1, scale, bias, has_bias, kh, kw, Ci
                 if oy == Hout:
                     oy = 0
                     f += 1
-        for j in range(r1 - r0, r1 - r0 + 9):
-            start[j] = n
         nb = r1 - r0
-        # phase 2: sum the lists into blocks of output channels
+        # phase 2: sum the lists into blocks of output channels, a group of segments at a time
         ob = obase + r0 * Cout
-        c = col0
-        while c + BW <= min(col1, m16):
-            for rr in range(0, nb, R):
-                _acc(BW, scaled, out1, ob + rr * Cout + c, Cout, min(R, nb - rr), w1, c, offs, cnt, start, rr,
-                     zrow, scale, bias, has_bias)
-            c += BW
-        while c < col1:
-            for rr in range(0, nb, 8):
-                _acc(1, scaled, out1, ob + rr * Cout + c, Cout, min(8, nb - rr), w1, c, offs, cnt, start, rr,
-                     zrow, scale, bias, has_bias)
-            c += 1
+        for g0 in range(0, nseg, G):
+            g1 = min(nseg, g0 + G)
+            init = g0 > 0
+            final = g1 == nseg
+            c = col0
+            while c + BW <= min(col1, m16):
+                for rr in range(0, nb, R):
+                    _acc(BW, scaled, out1, ob + rr * Cout + c, Cout, min(R, nb - rr), w1, c, offs, cnt, start, rr,
+                         ss, g0, g1, zrow, scale, bias, has_bias, init, final)
+                c += BW
+            while c < col1:
+                for rr in range(0, nb, 8):
+                    _acc(1, scaled, out1, ob + rr * Cout + c, Cout, min(8, nb - rr), w1, c, offs, cnt, start, rr,
+                         ss, g0, g1, zrow, scale, bias, has_bias, init, final)
+                c += 1
         r0 = r1
 
 
 @njit(parallel=True, cache=True)
 def gather_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout, stride, pad, Hin, Win, Hout, Wout,
-                fgroup, ncolu, out, sops, ws_offs, ws_cnt, ws_start, ws_win):
+                fgroup, ncolu, kblock, out, sops, ws_offs, ws_cnt, ws_start, ws_win):
     """Conv (or linear: 1×1 on one position) of a spike map, optionally average-pooled (``pool`` = k > 1).
 
     ``bits`` F×(Hs·Ws)×NW holds the spikes; ``w1`` is :func:`gather_weights` of the
     kh×kw×Cin×Cout weight; ``scale`` is θ (θ/k² when pooled). Writes
     ``out`` (F × Hout·Wout·Cout channels-last) = scale·Σ w + bias and ``sops`` (F,).
     Work units: groups of ``fgroup`` frames × ``ncolu`` slices of the output
-    channels. ``ws_*`` are per-thread workspaces (rows: ``numba.config.NUMBA_NUM_THREADS``):
-    list entries (uint32, :func:`list_capacity`), their counts (the dtype), row
-    starts (int64, ≥ fgroup·P + 9) and a pooling window (uint64, ≥ :data:`MAX_POOL_WINDOW`).
+    channels; ``kblock`` (bytes) sizes the weight blocks kept in cache (see
+    :func:`_gather_frames`). ``ws_*`` are per-thread workspaces (rows:
+    ``numba.config.NUMBA_NUM_THREADS``): list entries (uint32), their counts (the
+    dtype), segment starts (int64), each :func:`list_capacity` long, and a pooling
+    window (uint64, ≥ :data:`MAX_POOL_WINDOW`).
     """
     F = bits.shape[0]
     P = Hout * Wout
@@ -227,13 +273,13 @@ def gather_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout, st
             continue
         tid = numba.get_thread_id()
         _gather_frames(bits, Ws, pool, f0, f1, w1, sc, bias, has_bias, kh, kw, Cin, Cout, stride, pad, Hin, Win,
-                       Hout, Wout, col0, col1, out1, f0 * N, ws_offs[tid], ws_cnt[tid], ws_start[tid],
+                       Hout, Wout, col0, col1, kblock, out1, f0 * N, ws_offs[tid], ws_cnt[tid], ws_start[tid],
                        ws_win[tid], sops, cu == 0)
 
 
 @njit(parallel=True, cache=True)
 def gather_if_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout, stride, pad, Hin, Win, Hout, Wout,
-                   B, S, tau, theta, half, thr_keep, bits_out, counts, sops, ws_offs, ws_cnt, ws_start, ws_win,
+                   kblock, B, S, tau, theta, half, thr_keep, bits_out, counts, sops, ws_offs, ws_cnt, ws_start, ws_win,
                    ws_cur, ws_v, ws_keepw):
     """:func:`gather_bits` followed by its IF layer, fused per image: an image's
     S frames of currents go to a per-thread buffer (``ws_cur``, ≥ S·N) and
@@ -256,7 +302,7 @@ def gather_if_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout,
         v = ws_v[tid]
         keepw = ws_keepw[tid]
         _gather_frames(bits, Ws, pool, b * S, b * S + S, w1, sc, bias, has_bias, kh, kw, Cin, Cout, stride, pad,
-                       Hin, Win, Hout, Wout, 0, Cout, cur1, 0, ws_offs[tid], ws_cnt[tid], ws_start[tid],
+                       Hin, Win, Hout, Wout, 0, Cout, kblock, cur1, 0, ws_offs[tid], ws_cnt[tid], ws_start[tid],
                        ws_win[tid], sops, True)
         for i in range(np.uint64(N)):
             v[i] = half

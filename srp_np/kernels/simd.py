@@ -121,27 +121,37 @@ push_pooled16, push_pooled32, push_pooled64 = (_make_push(k, True) for k in (1, 
 
 
 def _make_accumulate(BW: int, R: int, scaled: bool):
-    """Intrinsic ``acc(out, obase, ostride, nrows, w, col, offs, cnt, start, r, zrow, scale, bias, has_bias)``.
+    """Intrinsic ``acc(out, obase, ostride, nrows, w, col, offs, cnt, start, r, sstride, s0, s1, zrow,
+    scale, bias, has_bias, init, final)``.
 
-    For each of the rows i < nrows (at most R): the list ``offs[start[r+i] : start[r+i+1]]``;
-    ``acc = Σ_k (cnt[k] ·) w[offs[k] + col : + BW]`` summed in list order from +0, then
-    ``out[obase + i·ostride : + BW] = scale·acc (+ bias[col : col + BW] if has_bias)``.
-    With R > 1 the rows are summed side by side (independent dependency chains); a
-    row whose list is shorter than the longest adds ``w[zrow : zrow + BW]`` (zeros),
-    which leaves its sum unchanged. ``start`` needs R + 1 readable entries from r.
+    For each of the rows i < nrows (at most R), row ``r + i`` of the list table: entries
+    ``offs[a : b]`` with ``a = start[(r+i)·sstride + s0]``, ``b = start[(r+i)·sstride + s1]``.
+    Its block of BW outputs ``o = out[obase + i·ostride : + BW]`` becomes::
+
+        acc = (o if init else +0) + Σ_k (cnt[k] ·) w[offs[k] + col : + BW]    (one add per entry, in order)
+        o = scale·acc (+ bias[col : col + BW] if has_bias)   if final,   else acc
+
+    so a row's list can be summed in consecutive pieces (a partial sum stored and
+    reloaded is exact) with the same arithmetic as in one piece. With R > 1 the rows
+    are summed side by side (independent dependency chains); a row whose piece is
+    shorter than the longest adds ``w[zrow : zrow + BW]`` (zeros), which leaves its sum
+    unchanged. ``start`` must be readable for rows r … r+R-1.
     """
 
-    def acc(typingctx, out, obase, ostride, nrows, w, col, offs, cnt, start, r, zrow, scale, bias, has_bias):
-        sig = types.void(out, types.int64, types.int64, types.int64, w, types.int64, offs, cnt, start, types.int64,
-                         types.int64, scale, bias, types.boolean)
+    def acc(typingctx, out, obase, ostride, nrows, w, col, offs, cnt, start, r, sstride, s0, s1, zrow, scale, bias,
+            has_bias, init, final):
+        i64t = types.int64
+        sig = types.void(out, i64t, i64t, i64t, w, i64t, offs, cnt, start, i64t, i64t, i64t, i64t, i64t, scale, bias,
+                         types.boolean, types.boolean, types.boolean)
 
         def codegen(context, builder, signature, args):
-            (out_, obase_, ostride_, nrows_, w_, col_, offs_, cnt_, start_, r_, zrow_, scale_, bias_,
-             hasb_) = args
+            (out_, obase_, ostride_, nrows_, w_, col_, offs_, cnt_, start_, r_, sstride_, s0_, s1_, zrow_, scale_,
+             bias_, hasb_, init_, final_) = args
             A = signature.args
             i64 = ir.IntType(64)
             fty = context.get_value_type(A[0].dtype)
             vty = ir.VectorType(fty, BW)
+            vptr = vty.as_pointer()
             odata = _array_data(context, builder, A[0], out_)
             wdata = _array_data(context, builder, A[4], w_)
             fdata = _array_data(context, builder, A[6], offs_)
@@ -149,15 +159,29 @@ def _make_accumulate(BW: int, R: int, scaled: bool):
             sdata = _array_data(context, builder, A[8], start_)
             wcol = builder.gep(wdata, [col_], inbounds=True)
             zero = ir.Constant(i64, 0)
-            s0, n, kmax = [], [], zero
+            zvec = ir.Constant(vty, None)   # +0.0
+            beg, n, optrs, acc0, live_row = [], [], [], [], []
+            kmax = zero
             for i in range(R):
-                a = builder.load(builder.gep(sdata, [builder.add(r_, ir.Constant(i64, i))]))
-                b = builder.load(builder.gep(sdata, [builder.add(r_, ir.Constant(i64, i + 1))]))
+                ci = ir.Constant(i64, i)
+                ok = builder.icmp_signed("<", ci, nrows_) if R > 1 else None
+                row = builder.add(r_, ci)
+                if R > 1:   # rows past nrows read row r's entries and output (never written)
+                    row = builder.select(ok, row, r_)
+                rb = builder.mul(row, sstride_)
+                a = builder.load(builder.gep(sdata, [builder.add(rb, s0_)]))
+                b = builder.load(builder.gep(sdata, [builder.add(rb, s1_)]))
                 ni = builder.sub(b, a)
+                oidx = builder.add(obase_, builder.mul(ostride_, ci))
                 if R > 1:
-                    ni = builder.select(builder.icmp_signed("<", ir.Constant(i64, i), nrows_), ni, zero)
-                s0.append(a)
+                    ni = builder.select(ok, ni, zero)
+                    oidx = builder.select(ok, oidx, obase_)
+                optr = builder.bitcast(builder.gep(odata, [oidx], inbounds=True), vptr)
+                beg.append(a)
                 n.append(ni)
+                optrs.append(optr)
+                live_row.append(ok)
+                acc0.append(builder.select(init_, builder.load(optr, align=1), zvec))
                 kmax = builder.select(builder.icmp_signed(">", ni, kmax), ni, kmax)
             pre = builder.basic_block
             loop = builder.append_basic_block("acc.loop")
@@ -169,21 +193,21 @@ def _make_accumulate(BW: int, R: int, scaled: bool):
             k.add_incoming(zero, pre)
             accs = []
             for i in range(R):
-                p = builder.phi(vty)
-                p.add_incoming(ir.Constant(vty, None), pre)   # +0.0
-                accs.append(p)
+                ph = builder.phi(vty)
+                ph.add_incoming(acc0[i], pre)
+                accs.append(ph)
             builder.cbranch(builder.icmp_signed("<", k, kmax), body, done)
             builder.position_at_end(body)
             for i in range(R):
-                j = builder.add(s0[i], k)
+                j = builder.add(beg[i], k)
+                # past the end of its piece a row reads entries after it (the list buffer has a
+                # row's worth of slack) but uses the zero row, and a count from its own piece
                 off = builder.zext(builder.load(builder.gep(fdata, [j], inbounds=True)), i64)
                 if R > 1:
                     live = builder.icmp_signed("<", k, n[i])
                     off = builder.select(live, off, zrow_)
-                    # (cnt is read at a live index of the list or at the row's first entry; the
-                    #  weight row is then zeros, so a count times it adds nothing)
-                    j = builder.select(live, j, s0[i])
-                wv = builder.load(builder.bitcast(builder.gep(wcol, [off], inbounds=True), vty.as_pointer()), align=1)
+                    j = builder.select(live, j, beg[i])
+                wv = builder.load(builder.bitcast(builder.gep(wcol, [off], inbounds=True), vptr), align=1)
                 if scaled:
                     c = builder.load(builder.gep(cdata, [j], inbounds=True))
                     wv = builder.fmul(_splat(builder, vty, c), wv)
@@ -192,18 +216,17 @@ def _make_accumulate(BW: int, R: int, scaled: bool):
             builder.branch(loop)
             builder.position_at_end(done)
             sv = _splat(builder, vty, scale_)
-            bdata = _array_data(context, builder, A[12], bias_)
-            bv = builder.load(builder.bitcast(builder.gep(bdata, [col_], inbounds=True), vty.as_pointer()), align=1)
+            bdata = _array_data(context, builder, A[15], bias_)
+            bv = builder.load(builder.bitcast(builder.gep(bdata, [col_], inbounds=True), vptr), align=1)
             for i in range(R):
                 res = builder.fmul(sv, accs[i])
                 res = builder.select(hasb_, builder.fadd(res, bv), res)
-                optr = builder.gep(odata, [builder.add(obase_, builder.mul(ostride_, ir.Constant(i64, i)))],
-                                   inbounds=True)
+                res = builder.select(final_, res, accs[i])
                 if R > 1:
-                    with builder.if_then(builder.icmp_signed("<", ir.Constant(i64, i), nrows_)):
-                        builder.store(res, builder.bitcast(optr, vty.as_pointer()), align=1)
+                    with builder.if_then(live_row[i]):
+                        builder.store(res, optrs[i], align=1)
                 else:
-                    builder.store(res, builder.bitcast(optr, vty.as_pointer()), align=1)
+                    builder.store(res, optrs[i], align=1)
             return context.get_dummy_value()
 
         return sig, codegen
