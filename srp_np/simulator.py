@@ -50,6 +50,8 @@ KBLOCK = DEFAULT_KBLOCK
 #: Rows of the per-thread workspaces (``numba.get_thread_id()`` is below this).
 _NT = numba.config.NUMBA_NUM_THREADS
 
+_NO_BITS = np.zeros((1, 1, 1), np.uint64)   # placeholders for the unused residual of gather_if_bits
+
 #: Kernel calls with less estimated work (synaptic ops or neuron updates) run on one thread.
 PARALLEL_MIN_WORK = 1_000_000
 
@@ -245,6 +247,24 @@ class Simulator:
             if src is not None and src not in self.static and src != model.output \
                     and self._consumers.get(src) == 1 and self.model.node_by_name[src]["op"] == "conv2d":
                 self._fuse_if[src] = node
+        # conv → add → IF (a ResNet block's second conv or its 1×1 shortcut conv, whichever comes
+        # later): conv → (add node, IF node, name of the add's other input)
+        self._fuse_res = {}
+        order = {node["name"]: i for i, node in enumerate(model.nodes)}
+        for node in model.nodes:
+            src = node["inputs"][0] if node["op"] == "qcfs" else None
+            add = self.model.node_by_name.get(src)
+            if add is None or add["op"] != "add" or len(add["inputs"]) != 2 or src in self.static \
+                    or src == model.output or self._consumers.get(src) != 1:
+                continue
+            a, o = add["inputs"]
+            if order[a] < order[o]:      # fuse the later input, so the other one is ready by then
+                a, o = o, a
+            for conv, other in ((a, o), (o, a)):
+                if conv != other and conv not in self.static and self._consumers.get(conv) == 1 \
+                        and self.model.node_by_name[conv]["op"] == "conv2d" and conv != model.output:
+                    self._fuse_res[conv] = (add, node, other)
+                    break
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -504,6 +524,16 @@ class Simulator:
                 work = float((src[3] if src[0] == "bits" else src[1][3]).sum()) * kh * kw * cout
                 geom = (kh, kw, cin, cout, st, pd, in_shape[1], in_shape[2], shape[1], shape[2])
                 q = self._fuse_if.get(name)
+                res_kind, res_args, add = 0, (dt(0), _NO_BITS, dummy_f), None
+                if name in self._fuse_res and q is None:
+                    add, q, other = self._fuse_res[name]
+                    ov = values.get(other)
+                    if ov is not None and ov[0] == "bits" and tuple(ov[4]) == tuple(shape):
+                        res_kind, res_args = 1, (ov[2], ov[1], dummy_f)
+                    elif ov is not None and ov[0] == "dense":
+                        res_kind, res_args = 2, (dt(0), _NO_BITS, ov[1])
+                    else:
+                        q = add = None
                 if q is not None and not record and B >= 2 * nthreads:
                     # conv → IF fused per image: the currents stay in cache
                     th = dt(q["threshold"])
@@ -516,7 +546,7 @@ class Simulator:
                            self._alloc((_NT, P * NW), np.uint64)]
                     _pick(gather_if_bits, work + 2 * F * size)(
                         bits, sshape[2], k, scale, self._wflat[name], b, has_b, *geom, KBLOCK, B, S, tau, th, th / dt(2),
-                        dt(mask_eps) * th, bits_out, counts, sops, *ws)
+                        dt(mask_eps) * th, bits_out, counts, sops, *ws, res_kind, *res_args)
                     cnt = counts.sum(axis=1, dtype=np.int64)
                     for a in ws + [counts]:
                         self._temp_done(a)
@@ -526,6 +556,10 @@ class Simulator:
                     res.neurons[qn] = size
                     fused.add(qn)
                     res.sops[name], res.sops_stage1[name] = per_image(sops)
+                    if add is not None:          # the residual add, computed inside the kernel
+                        fused.add(add["name"])
+                        ops = values[other][3] if res_kind == 1 else np.zeros(F, np.int64)
+                        res.sops[add["name"]], res.sops_stage1[add["name"]] = per_image(ops)
                 else:
                     values[name] = ("dense", self._gather(bits, sshape[2], k, scale, name, geom, F, size, work, res,
                                                           per_image))

@@ -183,10 +183,10 @@ def test_gather_linear_matches_numpy(n_in, n_out):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("tau,pool", [(0, 1), (3, 1), (3, 2)])
-def test_gather_if_equals_gather_then_if(dtype, tau, pool):
-    """The fused conv → IF kernel gives the same spikes as the two kernels in sequence."""
-    rng = np.random.default_rng(tau + 10 * pool)
+@pytest.mark.parametrize("tau,pool,res", [(0, 1, 0), (3, 1, 0), (3, 2, 0), (3, 1, 1), (2, 1, 2)])
+def test_gather_if_equals_gather_then_if(dtype, tau, pool, res):
+    """The fused conv (→ residual add) → IF kernel gives the same spikes as the kernels in sequence."""
+    rng = np.random.default_rng(tau + 10 * pool + 100 * res)
     B, S, H, Cin, Cout, k = 3, 6, 6, 20, 80, 3
     Hs = H * pool
     F, P = B * S, H * H
@@ -199,6 +199,14 @@ def test_gather_if_equals_gather_then_if(dtype, tau, pool):
     cur = np.empty((F, P * Cout), dtype)
     s1 = np.empty(F, np.int64)
     gather_bits(bits, Hs, pool, scale, w, b, True, *geom, 2, 1, KB, cur, s1, *gather_workspace(k, k, Cin, 2 * P, dtype))
+    res_theta, res_bits, res_dense = dtype(0), np.zeros((1, 1, 1), np.uint64), np.zeros((1, 1), dtype)
+    if res == 1:                          # identity shortcut: spikes worth 0.7
+        shortcut = random_spikes(rng, F, H, H, Cout, 0.3)
+        res_theta, res_bits = dtype(0.7), pack(shortcut)
+        cur += shortcut.reshape(F, -1) * res_theta
+    elif res == 2:                        # dense shortcut
+        res_dense = rng.standard_normal((F, P * Cout)).astype(dtype)
+        cur += res_dense
     NW = (Cout + 63) // 64
     b1, c1 = np.empty((F, P, NW), np.uint64), np.empty((F, P), np.int32)
     if_bits_fast(cur, False, B, S, tau, th, th / 2, eps * th, P, Cout, 4, b1, c1)
@@ -206,7 +214,8 @@ def test_gather_if_equals_gather_then_if(dtype, tau, pool):
     b2, c2, s2 = np.empty_like(b1), np.empty_like(c1), np.empty(F, np.int64)
     gather_if_bits(bits, Hs, pool, scale, w, b, True, *geom, KB, B, S, tau, th, th / 2, eps * th, b2, c2, s2,
                    *gather_workspace(k, k, Cin, S * P, dtype), np.empty((nt, S * P * Cout), dtype),
-                   np.empty((nt, P * Cout), dtype), np.empty((nt, P * NW), np.uint64))
+                   np.empty((nt, P * Cout), dtype), np.empty((nt, P * NW), np.uint64), res, res_theta, res_bits,
+                   res_dense)
     np.testing.assert_array_equal(b1, b2)
     np.testing.assert_array_equal(c1, c2)
     np.testing.assert_array_equal(s1, s2)

@@ -25,7 +25,7 @@ from numba import njit, prange
 from .simd import (acc1, acc1s, acc16, acc16s, acc32, acc32s, acc64, acc64s, acc128, acc128s, acc256, acc256s,
                    push_bits16, push_bits32, push_bits64, push_pooled16, push_pooled32, push_pooled64)
 from . import aligned
-from .spikes import popcnt64
+from .spikes import _lowbit_clear, cttz64, popcnt64
 
 #: Most words a pooling window may have (k·k ≤ this); larger pools take the dense path.
 MAX_POOL_WINDOW = 4
@@ -280,14 +280,20 @@ def gather_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout, st
 @njit(parallel=True, cache=True)
 def gather_if_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout, stride, pad, Hin, Win, Hout, Wout,
                    kblock, B, S, tau, theta, half, thr_keep, bits_out, counts, sops, ws_offs, ws_cnt, ws_start, ws_win,
-                   ws_cur, ws_v, ws_keepw):
+                   ws_cur, ws_v, ws_keepw, res_kind, res_theta, res_bits, res_dense):
     """:func:`gather_bits` followed by its IF layer, fused per image: an image's
     S frames of currents go to a per-thread buffer (``ws_cur``, ≥ S·N) and
     straight into the IF update with SRP (the arithmetic of
     :func:`.spikes.if_bits_fast`, identical results); the keep-mask is held as
     bit words. Writes the IF layer's spikes ``bits_out`` (F×P×NWo) and
     ``counts`` (F×P), and ``sops``. ``ws_v`` (≥ N) and ``ws_keepw`` (≥ P·NWo)
-    are per-thread too."""
+    are per-thread too.
+
+    A residual add between the conv and the IF (a ResNet block) is fused too:
+    ``res_kind`` 1 adds ``res_theta`` where the spike map ``res_bits`` (F×P×NWo) has a
+    spike (an identity shortcut), 2 adds ``res_dense`` (F×N, e.g. a 1×1 shortcut
+    conv), 0 adds nothing. Each current is ``conv + shortcut`` (one addition), as
+    in the unfused add node."""
     P = Hout * Wout
     C = Cout
     N = P * C
@@ -304,6 +310,21 @@ def gather_if_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout,
         _gather_frames(bits, Ws, pool, b * S, b * S + S, w1, sc, bias, has_bias, kh, kw, Cin, Cout, stride, pad,
                        Hin, Win, Hout, Wout, 0, Cout, kblock, cur1, 0, ws_offs[tid], ws_cnt[tid], ws_start[tid],
                        ws_win[tid], sops, True)
+        if res_kind == 1:
+            for t in range(S):
+                f = b * S + t
+                for p in range(P):
+                    for wd in range(NWo):
+                        word = res_bits[f, p, wd]
+                        while word != 0:
+                            c = wd * 64 + np.int64(cttz64(word))
+                            word = _lowbit_clear(word)
+                            cur1[t * N + p * C + c] += res_theta
+        elif res_kind == 2:
+            for t in range(S):
+                f = b * S + t
+                for i in range(np.uint64(N)):
+                    cur1[np.uint64(t * N) + i] += res_dense[f, i]
         for i in range(np.uint64(N)):
             v[i] = half
         for t in range(S):
