@@ -25,7 +25,7 @@ from numba import njit, prange
 from .simd import (acc1, acc1s, acc16, acc16s, acc32, acc32s, acc64, acc64s, acc128, acc128s, acc256, acc256s,
                    push_bits16, push_bits32, push_bits64, push_pooled16, push_pooled32, push_pooled64)
 from . import aligned
-from .spikes import _lowbit_clear, cttz64, popcnt64
+from .spikes import popcnt64
 
 #: Most words a pooling window may have (k·k ≤ this); larger pools take the dense path.
 MAX_POOL_WINDOW = 4
@@ -341,16 +341,17 @@ def gather_if_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout,
         _gather_frames(bits, Ws, pool, b * S, b * S + S, w1, sc, bias, has_bias, kh, kw, Cin, Cout, stride, pad,
                        Hin, Win, Hout, Wout, 0, Cout, kblock, cur1, 0, ws_offs[tid], ws_cnt[tid], ws_start[tid],
                        ws_win[tid], sops, True)
-        if res_kind == 1:
+        if res_kind == 1:          # branch-free: a select per channel (adds θ exactly where a bit is set)
             for t in range(S):
                 f = b * S + t
                 for p in range(P):
                     for wd in range(NWo):
                         word = res_bits[f, p, wd]
-                        while word != 0:
-                            c = wd * 64 + np.int64(cttz64(word))
-                            word = _lowbit_clear(word)
-                            cur1[t * N + p * C + c] += res_theta
+                        c0 = wd * 64
+                        lb = np.uint64(t * N + p * C + c0)
+                        for j in range(np.uint64(min(C, c0 + 64) - c0)):
+                            x = cur1[lb + j]
+                            cur1[lb + j] = x + res_theta if (word >> j) & np.uint64(1) else x
         elif res_kind == 2:
             for t in range(S):
                 f = b * S + t
