@@ -25,6 +25,7 @@ Results do not depend on the batch size, the chunking or the thread count.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -339,7 +340,7 @@ class Simulator:
         Reusing buffers avoids the page faults of fresh large allocations, and
         bounds memory by the largest set of values alive at once in a chunk."""
         dtype = np.dtype(dtype)
-        n = int(np.prod(shape)) * dtype.itemsize
+        n = math.prod(shape) * dtype.itemsize
         best = -1
         for i, buf in enumerate(self._free):
             if buf.nbytes >= n and (best < 0 or buf.nbytes < self._free[best].nbytes):
@@ -469,7 +470,7 @@ class Simulator:
             prev = node
             name, op = node["name"], node["op"]
             shape = model.shapes[name]
-            size = int(np.prod(shape))
+            size = math.prod(shape)
             if name in self.static:
                 static_vals[name] = apply_linear_node(model, node, [static_vals[s] for s in node["inputs"]])
                 values[name] = ("static", aligned(_to_internal(static_vals[name])))
