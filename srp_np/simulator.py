@@ -535,7 +535,10 @@ class Simulator:
                         res_kind, res_args = 2, (dt(0), _NO_BITS, ov[1])
                     else:
                         q = add = None
-                if q is not None and not record and B >= 2 * nthreads:
+                # fused units: (image, block of positions); small batches split the positions, unless
+                # the blocks would be too small to reuse the weights
+                npb = 1 if B >= 2 * nthreads else min(-(-4 * nthreads // B), shape[1] * shape[2] // 32)
+                if q is not None and not record and B * npb >= 2 * nthreads:
                     # conv → IF fused per image: the currents stay in cache
                     th = dt(q["threshold"])
                     P, NW = shape[1] * shape[2], (cout + 63) // 64
@@ -547,7 +550,7 @@ class Simulator:
                            self._alloc((_NT, P * NW), np.uint64)]
                     _pick(gather_if_bits, work + 2 * F * size)(
                         bits, sshape[2], k, scale, self._wflat[name], b, has_b, *geom, KBLOCK, B, S, tau, th, th / dt(2),
-                        dt(mask_eps) * th, bits_out, counts, sops, *ws, res_kind, *res_args)
+                        dt(mask_eps) * th, -(-P // npb), bits_out, counts, sops, *ws, res_kind, *res_args)
                     cnt = counts.sum(axis=1, dtype=np.int64)
                     for a in ws + [counts]:
                         self._temp_done(a)

@@ -183,8 +183,9 @@ def test_gather_linear_matches_numpy(n_in, n_out):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("tau,pool,res", [(0, 1, 0), (3, 1, 0), (3, 2, 0), (3, 1, 1), (2, 1, 2)])
-def test_gather_if_equals_gather_then_if(dtype, tau, pool, res):
+@pytest.mark.parametrize("tau,pool,res,pblock", [(0, 1, 0, 36), (3, 1, 0, 7), (3, 2, 0, 36), (3, 1, 1, 5), (2, 1, 2, 36),
+                                                (2, 1, 2, 10)])
+def test_gather_if_equals_gather_then_if(dtype, tau, pool, res, pblock):
     """The fused conv (→ residual add) → IF kernel gives the same spikes as the kernels in sequence."""
     rng = np.random.default_rng(tau + 10 * pool + 100 * res)
     B, S, H, Cin, Cout, k = 3, 6, 6, 20, 80, 3
@@ -212,7 +213,7 @@ def test_gather_if_equals_gather_then_if(dtype, tau, pool, res):
     if_bits_fast(cur, False, B, S, tau, th, th / 2, eps * th, P, Cout, 4, b1, c1)
     nt = numba.config.NUMBA_NUM_THREADS
     b2, c2, s2 = np.empty_like(b1), np.empty_like(c1), np.empty(F, np.int64)
-    gather_if_bits(bits, Hs, pool, scale, w, b, True, *geom, KB, B, S, tau, th, th / 2, eps * th, b2, c2, s2,
+    gather_if_bits(bits, Hs, pool, scale, w, b, True, *geom, KB, B, S, tau, th, th / 2, eps * th, pblock, b2, c2, s2,
                    *gather_workspace(k, k, Cin, S * P, dtype), np.empty((nt, S * P * Cout), dtype),
                    np.empty((nt, P * Cout), dtype), np.empty((nt, P * NW), np.uint64), res, res_theta, res_bits,
                    res_dense)

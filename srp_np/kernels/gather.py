@@ -136,11 +136,11 @@ def _push_row(bits, f, Ws, pool, iy, ix, tb, Cin, Cout, offs, cnt, n, win, start
     return n
 
 
-@njit(cache=True, inline="always")
-def _gather_frames(bits, Ws, pool, f0, f1, w1, scale, bias, has_bias, kh, kw, Cin, Cout, stride, pad, Hin, Win,
-                   Hout, Wout, col0, col1, kblock, out1, obase, offs, cnt, start, win, sops, count_sops):
-    """Currents of frames f0 … f1-1, output channels [col0, col1), into
-    ``out1[obase + ((f - f0)·P + p)·Cout + c]``; with ``count_sops`` adds each
+@njit(cache=True)
+def _gather_frames(bits, Ws, pool, f0, f1, p0, p1, w1, scale, bias, has_bias, kh, kw, Cin, Cout, stride, pad, Hin,
+                   Win, Hout, Wout, col0, col1, kblock, out1, obase, offs, cnt, start, win, sops, count_sops):
+    """Currents of frames f0 … f1-1, output positions p0 … p1-1 and channels [col0, col1),
+    into ``out1[obase + ((f - f0)·P + p)·Cout + c]``; with ``count_sops`` adds each
     frame's synaptic ops (list entries × Cout) to ``sops[f]``.
 
     Phase 1 lists the entries of as many rows as the buffers hold, in segments
@@ -152,7 +152,9 @@ def _gather_frames(bits, Ws, pool, f0, f1, w1, scale, bias, has_bias, kh, kw, Ci
     scap = start.shape[0]
     maxrow = kh * kw * NW * 64
     zrow = kh * kw * Cin * Cout
-    nrows = (f1 - f0) * (Hout * Wout)
+    P = Hout * Wout
+    nrows = (f1 - f0) * (p1 - p0)
+    full = (p0 == 0) & (p1 == P)      # rows of consecutive frames are contiguous in out1
     m16 = Cout - Cout % 16
     BW = 256
     while (BW > 16) & ((m16 % BW) != 0):
@@ -170,14 +172,20 @@ def _gather_frames(bits, Ws, pool, f0, f1, w1, scale, bias, has_bias, kh, kw, Ci
     narrow3 = (Cin <= 32) & (pool == 1) & (kh == 3) & (kw == 3) & (stride == 1) & (pad == 1) & (Hin == Hout) \
         & (Win == Wout)
     r0 = 0
-    f = f0          # (frame, oy, ox) of row r1, advanced without divisions
-    oy = 0
-    ox = 0
+    f = f0          # (frame, position, oy, ox) of row r1, advanced without divisions
+    p = p0
+    oy = p0 // Wout
+    ox = p0 - oy * Wout
     while r0 < nrows:
-        # phase 1: the lists of rows r0 … r1-1 (as many as the buffers hold)
+        # phase 1: the lists of rows r0 … r1-1 (as many as the buffers hold; one frame's
+        # positions at most unless all positions are computed)
         n = 0
         r1 = r0
+        ob = obase + ((f - f0) * P + p) * Cout
+        endblk = False
         while (r1 < nrows) & (n + maxrow + 64 <= cap) & ((r1 - r0 + 1) * ss <= scap):
+            if endblk:
+                break
             sb = (r1 - r0) * ss
             start[sb] = n
             if grouped:
@@ -235,16 +243,19 @@ def _gather_frames(bits, Ws, pool, f0, f1, w1, scale, bias, has_bias, kh, kw, Ci
             if count_sops:
                 sops[f] += (n - start[sb]) * Cout
             r1 += 1
+            p += 1
             ox += 1
             if ox == Wout:
                 ox = 0
                 oy += 1
-                if oy == Hout:
-                    oy = 0
-                    f += 1
+            if p == p1:
+                p = p0
+                oy = p0 // Wout
+                ox = p0 - oy * Wout
+                f += 1
+                endblk = not full
         nb = r1 - r0
         # phase 2: sum the lists into blocks of output channels, a group of segments at a time
-        ob = obase + r0 * Cout
         for g0 in range(0, nseg, G):
             g1 = min(nseg, g0 + G)
             init = g0 > 0
@@ -303,22 +314,22 @@ def gather_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout, st
         if col1 <= col0:
             continue
         tid = numba.get_thread_id()
-        _gather_frames(bits, Ws, pool, f0, f1, w1, sc, bias, has_bias, kh, kw, Cin, Cout, stride, pad, Hin, Win,
-                       Hout, Wout, col0, col1, kblock, out1, f0 * N, ws_offs[tid], ws_cnt[tid], ws_start[tid],
+        _gather_frames(bits, Ws, pool, f0, f1, 0, P, w1, sc, bias, has_bias, kh, kw, Cin, Cout, stride, pad, Hin,
+                       Win, Hout, Wout, col0, col1, kblock, out1, f0 * N, ws_offs[tid], ws_cnt[tid], ws_start[tid],
                        ws_win[tid], sops, cu == 0)
 
 
 @njit(parallel=True, cache=True)
 def gather_if_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout, stride, pad, Hin, Win, Hout, Wout,
-                   kblock, B, S, tau, theta, half, thr_keep, bits_out, counts, sops, ws_offs, ws_cnt, ws_start, ws_win,
-                   ws_cur, ws_v, ws_keepw, res_kind, res_theta, res_bits, res_dense):
-    """:func:`gather_bits` followed by its IF layer, fused per image: an image's
-    S frames of currents go to a per-thread buffer (``ws_cur``, ≥ S·N) and
-    straight into the IF update with SRP (the arithmetic of
-    :func:`.spikes.if_bits_fast`, identical results); the keep-mask is held as
-    bit words. Writes the IF layer's spikes ``bits_out`` (F×P×NWo) and
-    ``counts`` (F×P), and ``sops``. ``ws_v`` (≥ N) and ``ws_keepw`` (≥ P·NWo)
-    are per-thread too.
+                   kblock, B, S, tau, theta, half, thr_keep, pblock, bits_out, counts, sops, ws_offs, ws_cnt, ws_start,
+                   ws_win, ws_cur, ws_v, ws_keepw, res_kind, res_theta, res_bits, res_dense):
+    """:func:`gather_bits` followed by its IF layer, fused: a work unit is one image
+    and a block of ``pblock`` output positions; its S frames of currents go to a
+    per-thread buffer (``ws_cur``, ≥ S·N) and straight into the IF update with SRP
+    (the arithmetic of :func:`.spikes.if_bits_fast`, identical results); the
+    keep-mask is held as bit words. Writes the IF layer's spikes ``bits_out``
+    (F×P×NWo) and ``counts`` (F×P), and ``sops``. ``ws_v`` (≥ N) and ``ws_keepw``
+    (≥ P·NWo) are per-thread too.
 
     A residual add between the conv and the IF (a ResNet block) is fused too:
     ``res_kind`` 1 adds ``res_theta`` where the spike map ``res_bits`` (F×P×NWo) has a
@@ -330,21 +341,25 @@ def gather_if_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout,
     N = P * C
     NWo = bits_out.shape[2]
     F = B * S
-    for f in range(F):
-        sops[f] = 0
+    npb = (P + pblock - 1) // pblock
+    parts = np.zeros((F, npb), np.int64)       # synaptic ops per frame and position block
     sc = ws_cur.dtype.type(scale)
-    for b in prange(B):
+    for u in prange(B * npb):
+        b = u // npb
+        pb = u - b * npb
+        p0 = pb * pblock
+        p1 = min(P, p0 + pblock)
         tid = numba.get_thread_id()
         cur1 = ws_cur[tid]
         v = ws_v[tid]
         keepw = ws_keepw[tid]
-        _gather_frames(bits, Ws, pool, b * S, b * S + S, w1, sc, bias, has_bias, kh, kw, Cin, Cout, stride, pad,
-                       Hin, Win, Hout, Wout, 0, Cout, kblock, cur1, 0, ws_offs[tid], ws_cnt[tid], ws_start[tid],
-                       ws_win[tid], sops, True)
+        _gather_frames(bits, Ws, pool, b * S, b * S + S, p0, p1, w1, sc, bias, has_bias, kh, kw, Cin, Cout, stride,
+                       pad, Hin, Win, Hout, Wout, 0, Cout, kblock, cur1, 0, ws_offs[tid], ws_cnt[tid], ws_start[tid],
+                       ws_win[tid], parts[:, pb], True)
         if res_kind == 1:          # branch-free: a select per channel (adds θ exactly where a bit is set)
             for t in range(S):
                 f = b * S + t
-                for p in range(P):
+                for p in range(p0, p1):
                     for wd in range(NWo):
                         word = res_bits[f, p, wd]
                         c0 = wd * 64
@@ -355,15 +370,15 @@ def gather_if_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout,
         elif res_kind == 2:
             for t in range(S):
                 f = b * S + t
-                for i in range(np.uint64(N)):
+                for i in range(np.uint64(p0 * C), np.uint64(p1 * C)):
                     cur1[np.uint64(t * N) + i] += res_dense[f, i]
-        for i in range(np.uint64(N)):
+        for i in range(np.uint64(p0 * C), np.uint64(p1 * C)):
             v[i] = half
         for t in range(S):
             f = b * S + t
             cb = np.uint64(t * N)
             if (t == tau) & (tau > 0):
-                for p in range(P):
+                for p in range(p0, p1):
                     for wd in range(NWo):
                         c0 = wd * 64
                         c1 = min(C, c0 + 64)
@@ -372,10 +387,10 @@ def gather_if_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout,
                         for j in range(np.uint64(c1 - c0)):
                             word |= np.uint64(v[lb + j] > thr_keep) << j
                         keepw[p * NWo + wd] = word
-                for i in range(np.uint64(N)):
+                for i in range(np.uint64(p0 * C), np.uint64(p1 * C)):
                     v[i] = half
             masked = (t >= tau) & (tau > 0)
-            for p in range(P):
+            for p in range(p0, p1):
                 cnt = 0
                 for wd in range(NWo):
                     c0 = wd * 64
@@ -392,3 +407,5 @@ def gather_if_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout,
                     bits_out[f, p, wd] = word
                     cnt += popcnt64(word)
                 counts[f, p] = cnt
+    for f in range(F):
+        sops[f] = parts[f].sum()
