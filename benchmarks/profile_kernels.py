@@ -49,7 +49,7 @@ def main():
                 kind = "linear" if (kh == 1 and hout * wout == 1 and a[13] == 1) else f"conv k{kh} s{st} @{hout}×{wout}"
                 key = (f"{kind} {cin}→{cout}" + (" (pooled in)" if a[2] > 1 else "")
                        + (" + IF (fused)" if kernel.__name__ == "gather_if_bits" else ""))
-                sops = a[21] if kernel.__name__ == "gather_bits" else a[26]
+                sops = a[21] if kernel.__name__ == "gather_bits" else a[27]
                 key += "" if par else " [1 thread]"
                 ops[key] += sops.sum()
             else:

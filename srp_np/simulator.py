@@ -235,6 +235,7 @@ class Simulator:
         self.max_width = max(int(np.prod(s)) for s in model.shapes.values())
         self._lock = threading.Lock()   # the workspace is per simulator: concurrent runs are serialised
         self._free = []          # workspace: byte buffers reused between layers, chunks and runs
+        self._scratch = {}       # per-thread kernel scratch buffers, one per role, grown as needed
         self._buf_of = {}        # id(array handed out) -> its byte buffer
         self._refs = {}          # id(array handed out) -> number of live values holding it
         self._consumers = {}
@@ -269,7 +270,7 @@ class Simulator:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(_lock=None, _free=[], _buf_of={}, _refs={})
+        state.update(_lock=None, _free=[], _buf_of={}, _refs={}, _scratch={})
         return state
 
     def __setstate__(self, state):
@@ -281,6 +282,7 @@ class Simulator:
         """Free the buffers kept between runs (they are reallocated on the next run)."""
         with self._lock:
             self._free.clear()
+            self._scratch.clear()
 
     def _static_nodes(self) -> set:
         static = {"input"}
@@ -405,11 +407,20 @@ class Simulator:
             return out
         raise AssertionError(kind)
 
+    def _scratch_array(self, role: str, shape, dtype) -> np.ndarray:
+        """A scratch array for one kernel call (one buffer per role, kept between calls)."""
+        n = math.prod(shape) * np.dtype(dtype).itemsize
+        buf = self._scratch.get(role)
+        if buf is None or buf.nbytes < n:
+            buf = self._scratch[role] = aligned_empty(max(n, 64), np.uint8)
+        return buf[:n].view(dtype).reshape(shape)
+
     def _gather_workspace(self, kh, kw, cin) -> list:
         """Per-thread buffers of :func:`gather_bits` (lists, counts, segment starts, pooling window)."""
         cap = list_capacity(kh, kw, cin)
-        return [self._alloc((_NT, cap), np.uint32), self._alloc((_NT, cap), self.dtype),
-                self._alloc((_NT, cap), np.int64), self._alloc((_NT, MAX_POOL_WINDOW), np.uint64)]
+        return [self._scratch_array("offs", (_NT, cap), np.uint32), self._scratch_array("cnt", (_NT, cap), self.dtype),
+                self._scratch_array("start", (_NT, cap), np.int64),
+                self._scratch_array("win", (_NT, MAX_POOL_WINDOW), np.uint64)]
 
     def _gather(self, bits, Ws, k, scale, name, geom, F, size, work, res, per_image) -> np.ndarray:
         """Currents (F × size) of a conv / linear node fed by spikes; records its synaptic ops."""
@@ -425,8 +436,6 @@ class Simulator:
         ws = self._gather_workspace(kh, kw, cin)
         _pick(gather_bits, work)(bits, Ws, k, scale, self._wflat[name], b, has_b, *geom, fgroup, ncolu, KBLOCK, out,
                                  sops, *ws)
-        for a in ws:
-            self._temp_done(a)
         res.sops[name], res.sops_stage1[name] = per_image(sops)
         return out
 
@@ -546,14 +555,13 @@ class Simulator:
                     counts = self._alloc((F, P), np.int32)
                     sops = np.empty(F, np.int64)
                     ws = self._gather_workspace(kh, kw, cin)
-                    ws += [self._alloc((_NT, S * size), dt), self._alloc((_NT, size), dt),
-                           self._alloc((_NT, P * NW), np.uint64)]
+                    ws += [self._scratch_array("cur", (_NT, S * size), dt), self._scratch_array("v", (_NT, size), dt),
+                           self._scratch_array("keepw", (_NT, P * NW), np.uint64)]
                     _pick(gather_if_bits, work + 2 * F * size)(
                         bits, sshape[2], k, scale, self._wflat[name], b, has_b, *geom, KBLOCK, B, S, tau, th, th / dt(2),
                         dt(mask_eps) * th, -(-P // npb), bits_out, counts, sops, *ws, res_kind, *res_args)
                     cnt = counts.sum(axis=1, dtype=np.int64)
-                    for a in ws + [counts]:
-                        self._temp_done(a)
+                    self._temp_done(counts)
                     qn = q["name"]
                     values[qn] = ("bits", bits_out, th, cnt, model.shapes[qn])
                     res.spikes[qn], res.spikes_stage1[qn] = per_image(cnt)
