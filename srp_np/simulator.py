@@ -11,13 +11,20 @@ lets every kernel run in parallel over frames.
   reads that constant current at every step.
 * IF layers run the two SRP stages and emit their spikes as per-position bit
   sets (:mod:`srp_np.kernels.spikes`).
-* Convolutions scatter each spike's weights into the frame's currents (the kw
-  taps of a kernel row merged into one contiguous run); an average pool with
-  kernel = stride is not materialised: the next conv consumes each pooled
-  nonzero as one event weighted by its spike count. Linear layers gather
-  weight rows for the spikes of each frame.
+* Conv and linear layers fed by spikes are gather kernels
+  (:mod:`srp_np.kernels.gather`): for each output row, a branch-free list of
+  the weight rows its spikes select, summed into blocks of output channels
+  held in vector registers. An average pool with kernel = stride is not
+  materialised: the next layer takes each pooled nonzero as one entry
+  weighted by its spike count.
+* A conv read only by an IF layer (directly, or through a ResNet block's
+  residual add) runs fused with it: each work unit (an image and a block of
+  positions) computes its currents for all steps into a per-thread buffer and
+  updates its neurons straight away.
 * Small kernel calls run on one thread; big buffers come from a workspace
-  reused across layers, chunks and runs; a residual add accumulates in place.
+  reused across layers, chunks and runs (64-byte aligned); NumPy's BLAS runs
+  on one thread during a simulation (its idle workers would otherwise spin
+  on a core the kernels need).
 
 The semantics are exactly those of :func:`srp_np.reference.simulate_dense`
 (float64: spike for spike; float32: the same arithmetic in single precision).
@@ -484,7 +491,7 @@ class Simulator:
                 static_vals[name] = apply_linear_node(model, node, [static_vals[s] for s in node["inputs"]])
                 values[name] = ("static", aligned(_to_internal(static_vals[name])))
                 continue
-            if name in fused:          # computed with its conv (conv_if_bits)
+            if name in fused:          # computed with its conv (gather_if_bits)
                 continue
             ins = [values[s] for s in node["inputs"]]
             if op == "qcfs":
@@ -580,6 +587,13 @@ class Simulator:
                 geom = (1, 1, w.shape[0], size, 1, 0, 1, 1, 1, 1)
                 values[name] = ("dense", self._gather(src[1], 1, 1, src[2], name, geom, F, size,
                                                       float(src[3].sum()) * size, res, per_image))
+            elif op == "linear" and pooled_ok and _positions(src[3]) == 1:
+                # a k×k map pooled to 1×1 (then flattened): each pooled nonzero is one entry
+                w, b, has_b = self._prep[name]
+                _, sb, k, _ = src
+                geom = (1, 1, w.shape[0], size, 1, 0, 1, 1, 1, 1)
+                values[name] = ("dense", self._gather(sb[1], sb[4][2], k, sb[2] / dt(k * k), name, geom, F, size,
+                                                      float(sb[3].sum()) * size, res, per_image))
             elif op == "avgpool2d" and src[0] == "bits" and len(shape) == 3 and \
                     _int(node["kernel"]) == _int(node.get("stride", node["kernel"])):
                 k = _int(node["kernel"])
@@ -619,6 +633,8 @@ class Simulator:
                 in_shape = model.shapes[node["inputs"][0]]
                 if src[0] == "bits" and _positions(in_shape) == 1:
                     values[name] = ("bits", src[1], src[2], src[3], shape)
+                elif src[0] == "pooled" and _positions(in_shape) == 1:
+                    values[name] = src         # C×1×1: the flat order is the channel order
                 else:
                     dense = self._to_dense(src, F, S, size)
                     perm = self._prep[name]

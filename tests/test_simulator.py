@@ -170,3 +170,25 @@ def test_large_pool_window_matches_reference():
     dense = simulate_dense(model, x, 2, 4)
     sim = Simulator(model, np.float64).run(x, 2, 4, record=True)
     assert_same_spikes(dense, sim, model)
+
+
+def test_pool_to_one_position_then_linear_matches_reference(monkeypatch):
+    """A 2×2 map average-pooled to 1×1, flattened and fed to a linear layer (VGG-16's
+    classifier on 32×32 inputs) takes the pooled-gather path, with the same results."""
+    from srp_np import simulator as simmod
+    from srp_np.testing import GraphBuilder
+    rng = np.random.default_rng(1)
+    x = rng.random((5, 3, 4, 4))
+    g = GraphBuilder((3, 4, 4), 6, rng=2)
+    h = g.act(g.conv("input", 20))
+    h = g.act(g.conv(g.pool(h, 2), 40))
+    h = g.flatten(g.pool(h, 2))
+    h = g.act(g.linear(h, 24))
+    model = g.build(g.linear(h, 6), x)
+
+    def no_dense_path(*a):
+        raise AssertionError("the linear layer after the pool took the dense path")
+    monkeypatch.setattr(simmod, "linear_events", no_dense_path)
+    dense = simulate_dense(model, x, 2, 5)
+    sim = Simulator(model, np.float64).run(x, 2, 5, record=True)
+    assert_same_spikes(dense, sim, model)
