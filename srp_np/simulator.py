@@ -81,10 +81,22 @@ def _serial_blas():
     return _BLAS.limit(limits=1, user_api="blas")
 
 
+_THREADS = threading.local()     # .user: the caller's Numba thread count during a run
+
+
 def _pick(kernel, work: float):
-    """``kernel`` itself for big calls; for small ones a wrapper that runs it on
-    one thread (waking the other threads costs more than it saves, above all
-    on a loaded machine). Results do not depend on the thread count."""
+    """``kernel``, to be run on all threads for big calls and on one thread for small
+    ones (waking the other threads costs more than it saves, above all on a loaded
+    machine). Results do not depend on the thread count. Inside :meth:`Simulator.run`
+    the thread count is switched only when it changes (the caller's is restored at
+    the end); outside, a small call gets a wrapper that restores it."""
+    user = getattr(_THREADS, "user", None)
+    if user is not None:
+        want = user if work >= PARALLEL_MIN_WORK else 1
+        if _THREADS.current != want:
+            numba.set_num_threads(want)
+            _THREADS.current = want
+        return kernel
     if work >= PARALLEL_MIN_WORK or numba.get_num_threads() == 1:
         return kernel
 
@@ -335,7 +347,12 @@ class Simulator:
         parts = []
         for s in range(0, n, step):
             with self._lock, _serial_blas():
-                parts.append(self._run_chunk(x[s:s + step], tau, T, mask_eps, record))
+                _THREADS.user = _THREADS.current = numba.get_num_threads()
+                try:
+                    parts.append(self._run_chunk(x[s:s + step], tau, T, mask_eps, record))
+                finally:
+                    numba.set_num_threads(_THREADS.user)
+                    _THREADS.user = None
             if progress is not None:
                 progress(min(step, n - s))
         if not parts:
@@ -429,7 +446,7 @@ class Simulator:
                 self._scratch_array("start", (_NT, cap), np.int64),
                 self._scratch_array("win", (_NT, MAX_POOL_WINDOW), np.uint64)]
 
-    def _gather(self, bits, Ws, k, scale, name, geom, F, size, work, res, per_image) -> np.ndarray:
+    def _gather(self, bits, Ws, k, scale, name, geom, F, size, work, res, tally) -> np.ndarray:
         """Currents (F × size) of a conv / linear node fed by spikes; records its synaptic ops."""
         _, b, has_b = self._prep[name]
         kh, kw, cin, cout = geom[:4]
@@ -443,7 +460,7 @@ class Simulator:
         ws = self._gather_workspace(kh, kw, cin)
         _pick(gather_bits, work)(bits, Ws, k, scale, self._wflat[name], b, has_b, *geom, fgroup, ncolu, KBLOCK, out,
                                  sops, *ws)
-        res.sops[name], res.sops_stage1[name] = per_image(sops)
+        tally("sops", name, sops)
         return out
 
     def _run_chunk(self, x, tau, T, mask_eps, record) -> SimResult:
@@ -461,9 +478,10 @@ class Simulator:
         dummy_d = np.zeros((1, 1), np.float64)
         nthreads = numba.get_num_threads()
 
-        def per_image(frame_counts):
-            fc = frame_counts.reshape(B, S)
-            return fc[:, tau:].sum(axis=1), fc[:, :tau].sum(axis=1)
+        pending = []        # (attribute of res, node, per-frame counts), summed per image at the end
+
+        def tally(kind, name, frame_counts):
+            pending.append((kind, name, frame_counts))
 
         self._buf_of.clear()
         self._refs.clear()
@@ -524,7 +542,7 @@ class Simulator:
                 if not static:
                     self._temp_done(cur)
                 values[name] = ("bits", bits, th, cnt, shape)
-                res.spikes[name], res.spikes_stage1[name] = per_image(cnt)
+                tally("spikes", name, cnt)
                 res.neurons[name] = size
                 continue
             src = ins[0]
@@ -571,29 +589,29 @@ class Simulator:
                     self._temp_done(counts)
                     qn = q["name"]
                     values[qn] = ("bits", bits_out, th, cnt, model.shapes[qn])
-                    res.spikes[qn], res.spikes_stage1[qn] = per_image(cnt)
+                    tally("spikes", qn, cnt)
                     res.neurons[qn] = size
                     fused.add(qn)
-                    res.sops[name], res.sops_stage1[name] = per_image(sops)
+                    tally("sops", name, sops)
                     if add is not None:          # the residual add, computed inside the kernel
                         fused.add(add["name"])
                         ops = values[other][3] if res_kind == 1 else np.zeros(F, np.int64)
-                        res.sops[add["name"]], res.sops_stage1[add["name"]] = per_image(ops)
+                        tally("sops", add["name"], ops)
                 else:
                     values[name] = ("dense", self._gather(bits, sshape[2], k, scale, name, geom, F, size, work, res,
-                                                          per_image))
+                                                          tally))
             elif op == "linear" and src[0] == "bits" and _positions(src[4]) == 1:
                 w, b, has_b = self._prep[name]
                 geom = (1, 1, w.shape[0], size, 1, 0, 1, 1, 1, 1)
                 values[name] = ("dense", self._gather(src[1], 1, 1, src[2], name, geom, F, size,
-                                                      float(src[3].sum()) * size, res, per_image))
+                                                      float(src[3].sum()) * size, res, tally))
             elif op == "linear" and pooled_ok and _positions(src[3]) == 1:
                 # a k×k map pooled to 1×1 (then flattened): each pooled nonzero is one entry
                 w, b, has_b = self._prep[name]
                 _, sb, k, _ = src
                 geom = (1, 1, w.shape[0], size, 1, 0, 1, 1, 1, 1)
                 values[name] = ("dense", self._gather(sb[1], sb[4][2], k, sb[2] / dt(k * k), name, geom, F, size,
-                                                      float(sb[3].sum()) * size, res, per_image))
+                                                      float(sb[3].sum()) * size, res, tally))
             elif op == "avgpool2d" and src[0] == "bits" and len(shape) == 3 and \
                     _int(node["kernel"]) == _int(node.get("stride", node["kernel"])):
                 k = _int(node["kernel"])
@@ -601,7 +619,7 @@ class Simulator:
                 _pick(pooled_counts, F * src[1].shape[1] * src[1].shape[2])(src[1], src[4][2], k, shape[1], shape[2],
                                                                             cnt)
                 values[name] = ("pooled", src, k, shape)
-                res.sops[name], res.sops_stage1[name] = per_image(cnt)
+                tally("sops", name, cnt)
             elif op in ("conv2d", "linear", "avgpool2d"):
                 dense = self._to_dense(src, F, S, int(np.prod(model.shapes[node["inputs"][0]])))
                 cnt, idx, val = _pick(dense_to_events, dense.size)(dense)
@@ -628,7 +646,7 @@ class Simulator:
                     sops = _pick(avgpool_events, work)(cnt, idx, val, scale, has_val, in_shape[2], in_shape[0], k,
                                                        _int(node.get("stride", k)), shape[1], shape[2], out)
                 values[name] = ("dense", out)
-                res.sops[name], res.sops_stage1[name] = per_image(sops)
+                tally("sops", name, sops)
             elif op == "flatten":
                 in_shape = model.shapes[node["inputs"][0]]
                 if src[0] == "bits" and _positions(in_shape) == 1:
@@ -666,12 +684,18 @@ class Simulator:
                     else:
                         out += self._to_dense(v, F, S, size)
                 values[name] = ("dense", out)
-                res.sops[name], res.sops_stage1[name] = per_image(ops)
+                tally("sops", name, ops)
             else:
                 raise SrpError(f"node {name!r}: unsupported op {op!r}")
 
         if prev is not None:
             settle(prev)
+        if pending:         # per-image totals of stage 2 (t ≥ τ) and stage 1, for every counter at once
+            fc = np.stack([c for _, _, c in pending]).astype(np.int64, copy=False).reshape(len(pending), B, S)
+            s2, s1 = fc[:, :, tau:].sum(axis=2), fc[:, :, :tau].sum(axis=2)
+            for i, (kind, name, _) in enumerate(pending):
+                getattr(res, kind)[name] = s2[i]
+                getattr(res, kind + "_stage1")[name] = s1[i]
         frames = self._to_dense(values[model.output], F, S, model.num_classes)
         frames = frames.reshape(B, S, -1)[:, tau:, :].astype(np.float64)
         for v in values.values():
