@@ -357,7 +357,7 @@ class Simulator:
                 progress(min(step, n - s))
         if not parts:
             raise SrpError("no images to simulate")
-        return SimResult.concatenate(parts)
+        return parts[0] if len(parts) == 1 else SimResult.concatenate(parts)
 
     # ------------------------------------------------------------------ workspace
     def _alloc(self, shape, dtype) -> np.ndarray:
@@ -436,15 +436,21 @@ class Simulator:
         n = math.prod(shape) * np.dtype(dtype).itemsize
         buf = self._scratch.get(role)
         if buf is None or buf.nbytes < n:
+            for k in [k for k in self._scratch if isinstance(k, tuple)]:
+                del self._scratch[k]            # views of the old buffer
             buf = self._scratch[role] = aligned_empty(max(n, 64), np.uint8)
         return buf[:n].view(dtype).reshape(shape)
 
     def _gather_workspace(self, kh, kw, cin) -> list:
         """Per-thread buffers of :func:`gather_bits` (lists, counts, segment starts, pooling window)."""
         cap = list_capacity(kh, kw, cin)
-        return [self._scratch_array("offs", (_NT, cap), np.uint32), self._scratch_array("cnt", (_NT, cap), self.dtype),
-                self._scratch_array("start", (_NT, cap), np.int64),
-                self._scratch_array("win", (_NT, MAX_POOL_WINDOW), np.uint64)]
+        key = ("gather", cap)
+        if key not in self._scratch:
+            self._scratch[key] = [self._scratch_array("offs", (_NT, cap), np.uint32),
+                                  self._scratch_array("cnt", (_NT, cap), self.dtype),
+                                  self._scratch_array("start", (_NT, cap), np.int64),
+                                  self._scratch_array("win", (_NT, MAX_POOL_WINDOW), np.uint64)]
+        return list(self._scratch[key])
 
     def _gather(self, bits, Ws, k, scale, name, geom, F, size, work, res, tally) -> np.ndarray:
         """Currents (F × size) of a conv / linear node fed by spikes; records its synaptic ops."""
