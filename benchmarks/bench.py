@@ -401,7 +401,9 @@ def main():
             for B in batches:
                 best = {}
                 for rep in range(repeat):            # interleaved, best of `repeat`
-                    for method in methods:
+                    # rotate the order, so that each method also runs after each other one (a worker's
+                    # idle threads keep spinning for a few ms after its call and slow the next one)
+                    for method in methods[rep % len(methods):] + methods[:rep % len(methods)]:
                         r = workers[method].ask(dict(S=S, B=B, n=images[str(B)]))
                         if method not in best or r["seconds"] < best[method]["seconds"]:
                             best[method] = r

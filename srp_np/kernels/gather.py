@@ -25,7 +25,7 @@ from numba import njit, prange
 from .simd import (acc1, acc1s, acc16, acc16s, acc32, acc32s, acc64, acc64s, acc128, acc128s, acc256, acc256s,
                    push_bits16, push_bits32, push_bits64, push_pooled16, push_pooled32, push_pooled64)
 from . import aligned
-from .spikes import popcnt64
+from .spikes import if_word, keep_word, popcnt64
 
 #: Most words a pooling window may have (k·k ≤ this); larger pools take the dense path.
 MAX_POOL_WINDOW = 4
@@ -95,6 +95,14 @@ def _rows_per_call(BW):
     if BW == 16:
         return 4
     return 8
+
+
+@njit(cache=True, inline="always")
+def _push_narrow(Cin, offs, n, word, base, stride):
+    """The entries of one ≤ 32-channel spike word."""
+    if Cin <= 16:
+        return push_bits16(offs, n, word, base, stride)
+    return push_bits32(offs, n, word, base, stride)
 
 
 @njit(cache=True, inline="always")
@@ -204,30 +212,17 @@ def _gather_frames(bits, Ws, pool, f0, f1, p0, p1, w1, scale, bias, has_bias, kh
                 # ≤ 32 channels, 3×3 kernel inside the map: unrolled (10-20 % faster)
                 pos = (oy - 1) * Ws + ox - 1
                 C2 = Cin * Cout
-                if Cin <= 16:
-                    n = push_bits16(offs, n, bits[f, pos, 0], 0, Cout)
-                    n = push_bits16(offs, n, bits[f, pos + 1, 0], C2, Cout)
-                    n = push_bits16(offs, n, bits[f, pos + 2, 0], 2 * C2, Cout)
-                    pos += Ws
-                    n = push_bits16(offs, n, bits[f, pos, 0], 3 * C2, Cout)
-                    n = push_bits16(offs, n, bits[f, pos + 1, 0], 4 * C2, Cout)
-                    n = push_bits16(offs, n, bits[f, pos + 2, 0], 5 * C2, Cout)
-                    pos += Ws
-                    n = push_bits16(offs, n, bits[f, pos, 0], 6 * C2, Cout)
-                    n = push_bits16(offs, n, bits[f, pos + 1, 0], 7 * C2, Cout)
-                    n = push_bits16(offs, n, bits[f, pos + 2, 0], 8 * C2, Cout)
-                else:
-                    n = push_bits32(offs, n, bits[f, pos, 0], 0, Cout)
-                    n = push_bits32(offs, n, bits[f, pos + 1, 0], C2, Cout)
-                    n = push_bits32(offs, n, bits[f, pos + 2, 0], 2 * C2, Cout)
-                    pos += Ws
-                    n = push_bits32(offs, n, bits[f, pos, 0], 3 * C2, Cout)
-                    n = push_bits32(offs, n, bits[f, pos + 1, 0], 4 * C2, Cout)
-                    n = push_bits32(offs, n, bits[f, pos + 2, 0], 5 * C2, Cout)
-                    pos += Ws
-                    n = push_bits32(offs, n, bits[f, pos, 0], 6 * C2, Cout)
-                    n = push_bits32(offs, n, bits[f, pos + 1, 0], 7 * C2, Cout)
-                    n = push_bits32(offs, n, bits[f, pos + 2, 0], 8 * C2, Cout)
+                n = _push_narrow(Cin, offs, n, bits[f, pos, 0], 0, Cout)
+                n = _push_narrow(Cin, offs, n, bits[f, pos + 1, 0], C2, Cout)
+                n = _push_narrow(Cin, offs, n, bits[f, pos + 2, 0], 2 * C2, Cout)
+                pos += Ws
+                n = _push_narrow(Cin, offs, n, bits[f, pos, 0], 3 * C2, Cout)
+                n = _push_narrow(Cin, offs, n, bits[f, pos + 1, 0], 4 * C2, Cout)
+                n = _push_narrow(Cin, offs, n, bits[f, pos + 2, 0], 5 * C2, Cout)
+                pos += Ws
+                n = _push_narrow(Cin, offs, n, bits[f, pos, 0], 6 * C2, Cout)
+                n = _push_narrow(Cin, offs, n, bits[f, pos + 1, 0], 7 * C2, Cout)
+                n = _push_narrow(Cin, offs, n, bits[f, pos + 2, 0], 8 * C2, Cout)
             else:           # (a separate loop: the narrow layers are sensitive to its code)
                 for ky in range(kh):
                     iy = oy * stride - pad + ky
@@ -326,8 +321,8 @@ def gather_if_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout,
     """:func:`gather_bits` followed by its IF layer, fused: a work unit is one image
     and a block of ``pblock`` output positions; its S frames of currents go to a
     per-thread buffer (``ws_cur``, ≥ S·N) and straight into the IF update with SRP
-    (the arithmetic of :func:`.spikes.if_bits_fast`, identical results); the
-    keep-mask is held as bit words. Writes the IF layer's spikes ``bits_out``
+    (:func:`.spikes.if_word` and :func:`.spikes.keep_word`, as in
+    :func:`.spikes.if_bits_fast`: identical results). Writes the IF layer's spikes ``bits_out``
     (F×P×NWo) and ``counts`` (F×P), and ``sops``. ``ws_v`` (≥ N) and ``ws_keepw``
     (≥ P·NWo) are per-thread too.
 
@@ -381,12 +376,7 @@ def gather_if_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout,
                 for p in range(p0, p1):
                     for wd in range(NWo):
                         c0 = wd * 64
-                        c1 = min(C, c0 + 64)
-                        lb = np.uint64(p * C + c0)
-                        word = np.uint64(0)
-                        for j in range(np.uint64(c1 - c0)):
-                            word |= np.uint64(v[lb + j] > thr_keep) << j
-                        keepw[p * NWo + wd] = word
+                        keepw[p * NWo + wd] = keep_word(v, np.uint64(p * C + c0), min(C, c0 + 64) - c0, thr_keep)
                 for i in range(np.uint64(p0 * C), np.uint64(p1 * C)):
                     v[i] = half
             masked = (t >= tau) & (tau > 0)
@@ -394,14 +384,8 @@ def gather_if_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout,
                 cnt = 0
                 for wd in range(NWo):
                     c0 = wd * 64
-                    c1 = min(C, c0 + 64)
                     lb = np.uint64(p * C + c0)
-                    word = np.uint64(0)
-                    for j in range(np.uint64(c1 - c0)):
-                        u_ = v[lb + j] + cur1[cb + lb + j]
-                        s = u_ >= theta
-                        v[lb + j] = u_ - theta if s else u_
-                        word |= np.uint64(s) << j
+                    word = if_word(v, lb, cur1, cb + lb, min(C, c0 + 64) - c0, theta)
                     if masked:
                         word &= keepw[p * NWo + wd]
                     bits_out[f, p, wd] = word

@@ -107,10 +107,33 @@ def if_bits(cur, static, B, S, tau, theta, half, thr_keep, P, C, pblock, record,
                 counts[f, p] = cnt
 
 
+@njit(cache=True, inline="always")
+def if_word(v, vb, cur, cb, n, theta):
+    """One IF step (Eqs. 2-3, reset by subtraction) of the n ≤ 64 neurons ``v[vb + j]``
+    with inputs ``cur[cb + j]``; returns their spikes as bits j of a word. Branch-free,
+    so LLVM vectorises it."""
+    word = np.uint64(0)
+    for j in range(np.uint64(n)):
+        u_ = v[vb + j] + cur[cb + j]
+        s = u_ >= theta
+        v[vb + j] = u_ - theta if s else u_
+        word |= np.uint64(s) << j
+    return word
+
+
+@njit(cache=True, inline="always")
+def keep_word(v, vb, n, thr_keep):
+    """SRP keep-mask (v(τ) > ε·θ) of the n ≤ 64 neurons ``v[vb + j]`` as bits j of a word."""
+    word = np.uint64(0)
+    for j in range(np.uint64(n)):
+        word |= np.uint64(v[vb + j] > thr_keep) << j
+    return word
+
+
 @njit(parallel=True, cache=True)
 def if_bits_fast(cur, static, B, S, tau, theta, half, thr_keep, P, C, pblock, bits, counts):
-    """:func:`if_bits` without recording: a branch-free inner loop over the
-    (up to) 64 channels of one word, which LLVM vectorises."""
+    """:func:`if_bits` without recording: the neurons of a spike word are updated by
+    :func:`if_word` (vectorised) and the SRP mask is applied as a word (:func:`keep_word`)."""
     NW = bits.shape[2]
     N = P * C
     cur1 = cur.reshape(-1)
@@ -119,16 +142,19 @@ def if_bits_fast(cur, static, B, S, tau, theta, half, thr_keep, P, C, pblock, bi
         b = u // nblk
         p0 = (u % nblk) * pblock
         p1 = min(P, p0 + pblock)
-        n0 = p0 * C
         nn = (p1 - p0) * C
         v = np.empty(nn, cur.dtype)
-        keep = np.ones(nn, np.bool_)
+        keepw = np.empty((p1 - p0) * NW, np.uint64)
         for i in range(nn):
             v[i] = half
         for t in range(S):
             if (t == tau) & (tau > 0):
+                for p in range(p0, p1):
+                    for wd in range(NW):
+                        c0 = wd * 64
+                        keepw[(p - p0) * NW + wd] = keep_word(v, np.uint64((p - p0) * C + c0), min(C, c0 + 64) - c0,
+                                                              thr_keep)
                 for i in range(nn):
-                    keep[i] = v[i] > thr_keep
                     v[i] = half
             f = b * S + t
             row = b if static else f
@@ -138,17 +164,10 @@ def if_bits_fast(cur, static, B, S, tau, theta, half, thr_keep, P, C, pblock, bi
                 cnt = 0
                 for wd in range(NW):
                     c0 = wd * 64
-                    c1 = min(C, c0 + 64)
-                    lb = np.uint64((p - p0) * C + c0)
-                    cb = rb + np.uint64(p * C + c0)
-                    word = np.uint64(0)
-                    for j in range(np.uint64(c1 - c0)):
-                        u_ = v[lb + j] + cur1[cb + j]
-                        s = u_ >= theta
-                        v[lb + j] = u_ - theta if s else u_
-                        if masked:
-                            s = s & keep[lb + j]
-                        word |= np.uint64(s) << j
+                    word = if_word(v, np.uint64((p - p0) * C + c0), cur1, rb + np.uint64(p * C + c0),
+                                   min(C, c0 + 64) - c0, theta)
+                    if masked:
+                        word &= keepw[(p - p0) * NW + wd]
                     bits[f, p, wd] = word
                     cnt += popcnt64(word)
                 counts[f, p] = cnt
