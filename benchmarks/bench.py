@@ -366,6 +366,8 @@ def main():
     ap.add_argument("--images64", type=int, default=64, help="images timed at batch 64")
     ap.add_argument("--images1", type=int, default=4, help="images timed at batch 1")
     ap.add_argument("--repeat", type=int, default=None)
+    ap.add_argument("--pause", type=float, default=0.05,
+                    help="idle seconds before each timed call (OpenMP workers spin for a few ms after a call)")
     ap.add_argument("--threads", type=int, default=0, help="threads for every method (0: all cores)")
     ap.add_argument("--memcheck", default=None, help="comma list of image counts for the VGG-16 peak-RSS check")
     ap.add_argument("--no-compile-check", action="store_true")
@@ -404,6 +406,7 @@ def main():
                     # rotate the order, so that each method also runs after each other one (a worker's
                     # idle threads keep spinning for a few ms after its call and slow the next one)
                     for method in methods[rep % len(methods):] + methods[:rep % len(methods)]:
+                        time.sleep(args.pause)       # let the previous worker's threads stop spinning
                         r = workers[method].ask(dict(S=S, B=B, n=images[str(B)]))
                         if method not in best or r["seconds"] < best[method]["seconds"]:
                             best[method] = r
