@@ -121,6 +121,7 @@ def warmup(dtype=None) -> None:
 
 
 def _warmup(dtype) -> None:
+    import numba
     import numpy as np
 
     from ..simulator import Simulator
@@ -139,7 +140,16 @@ def _warmup(dtype) -> None:
     h = g.pool(h, 2)
     h = g.act(g.flatten(h))
     models.append(g.build(g.linear(h, 3), x))
+    # a map pooled to 1×1 feeding a linear layer
+    g = GraphBuilder((3, 8, 8), 3, rng=1)
+    h = g.act(g.conv("input", 4))
+    h = g.act(g.conv(g.pool(h, 2), 4))
+    h = g.act(g.conv(g.pool(h, 2), 4))
+    h = g.flatten(g.pool(h, 2))
+    models.append(g.build(g.linear(h, 3), x))
+    xb = rng.random((2 * numba.get_num_threads(), 3, 8, 8))
     for m in models:
         sim = Simulator(m, dtype, warm_cache=False)
         sim.run(x[:1], 1, 1, record=True)
         sim.run(x[:1], 0, 1)
+        sim.run(xb, 1, 1)      # batches of ≥ 2 × threads images take the fused conv → IF kernels
