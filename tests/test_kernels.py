@@ -324,6 +324,19 @@ def test_warmup_and_cache_flag():
     assert isinstance(cache_is_warm(), bool)
 
 
+def test_warmup_compiles_every_kernel(tmp_path):
+    """After warmup() in an empty Numba cache the cache is complete: every dispatcher the
+    simulator calls has compiled code on disk (else the first real run would compile
+    without saying so)."""
+    import subprocess
+    import sys
+    code = ("import numpy as np; from srp_np.kernels import warmup, cache_is_warm; "
+            "assert not cache_is_warm(np.float32); warmup(np.float32); "
+            "assert cache_is_warm(np.float32), 'warm-up left kernels uncompiled'")
+    env = dict(__import__("os").environ, NUMBA_CACHE_DIR=str(tmp_path))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=600)
+
+
 def test_workspace_reuse_release_and_pickle():
     """Buffers reused across runs, released, or dropped by pickling never change results."""
     import pickle
