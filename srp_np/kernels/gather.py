@@ -22,7 +22,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .simd import (acc1, acc1s, acc16, acc16s, acc32, acc32s, acc64, acc64s, acc128, acc128s, acc256, acc256s,
+from .simd import (BLOCKS, acc1, acc1s, acc16, acc16s, acc32, acc32s, acc64, acc64s, acc128, acc128s, acc256, acc256s,
                    push_bits16, push_bits32, push_bits64, push_pooled16, push_pooled32, push_pooled64)
 from . import aligned
 from .spikes import if_word, keep_word, popcnt64
@@ -32,15 +32,6 @@ MAX_POOL_WINDOW = 4
 
 #: Default bytes of weights per segment group and output block (about a quarter of a 1-2 MB L2 cache).
 DEFAULT_KBLOCK = 256 * 1024
-
-
-def main_block(cout: int) -> int:
-    """Output-channel block of the vector accumulators (0 when Cout < 16)."""
-    m = cout - cout % 16
-    for bw in (256, 128, 64, 32, 16):
-        if m and m % bw == 0:
-            return bw
-    return 0
 
 
 def list_capacity(kh: int, kw: int, cin: int) -> int:
@@ -87,14 +78,23 @@ def _acc(BW, scaled, out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, 
 
 
 @njit(cache=True, inline="always")
+def _block_width(Cout):
+    """Output-channel block of the vector accumulators: the widest of 256 … 16 dividing the
+    multiple-of-16 part of Cout (the remaining Cout % 16 columns take the 1-wide block)."""
+    m16 = Cout - Cout % 16
+    BW = 256
+    while (BW > 16) & ((m16 % BW) != 0):
+        BW //= 2
+    return BW
+
+
+@njit(cache=True, inline="always")
 def _rows_per_call(BW):
-    if BW >= 64:
-        return 1
-    if BW == 32:
-        return 2
-    if BW == 16:
-        return 4
-    return 8
+    """Rows one accumulate call sums side by side for block width BW (:data:`.simd.BLOCKS`)."""
+    for bw, r in BLOCKS:
+        if bw == BW:
+            return r
+    return 1
 
 
 @njit(cache=True, inline="always")
@@ -113,14 +113,10 @@ def _push_row(bits, f, Ws, pool, iy, ix, tb, Cin, Cout, offs, cnt, n, win, start
     NW = bits.shape[2]
     if pool == 1:
         pos = iy * Ws + ix
-        if Cin <= 16:
+        if Cin <= 32:
             if segs:
                 start[sb] = n
-            n = push_bits16(offs, n, bits[f, pos, 0], tb * Cout, Cout)
-        elif Cin <= 32:
-            if segs:
-                start[sb] = n
-            n = push_bits32(offs, n, bits[f, pos, 0], tb * Cout, Cout)
+            n = _push_narrow(Cin, offs, n, bits[f, pos, 0], tb * Cout, Cout)
         else:
             for wd in range(NW):
                 if segs:
@@ -164,9 +160,7 @@ def _gather_frames(bits, Ws, pool, f0, f1, p0, p1, w1, scale, bias, has_bias, kh
     nrows = (f1 - f0) * (p1 - p0)
     full = (p0 == 0) & (p1 == P)      # rows of consecutive frames are contiguous in out1
     m16 = Cout - Cout % 16
-    BW = 256
-    while (BW > 16) & ((m16 % BW) != 0):
-        BW //= 2
+    BW = _block_width(Cout)
     R = _rows_per_call(BW)
     scaled = pool > 1
     segs_tap = 1 if (Cin <= 32) & (pool == 1) else NW
@@ -261,9 +255,10 @@ def _gather_frames(bits, Ws, pool, f0, f1, p0, p1, w1, scale, bias, has_bias, kh
                     _acc(BW, scaled, out1, ob + rr * Cout + c, Cout, min(R, nb - rr), w1, c, offs, cnt, start, rr,
                          ss, g0, g1, zrow, scale, bias, has_bias, init, final)
                 c += BW
+            R1 = _rows_per_call(1)
             while c < col1:
-                for rr in range(0, nb, 8):
-                    _acc(1, scaled, out1, ob + rr * Cout + c, Cout, min(8, nb - rr), w1, c, offs, cnt, start, rr,
+                for rr in range(0, nb, R1):
+                    _acc(1, scaled, out1, ob + rr * Cout + c, Cout, min(R1, nb - rr), w1, c, offs, cnt, start, rr,
                          ss, g0, g1, zrow, scale, bias, has_bias, init, final)
                 c += 1
         r0 = r1
@@ -290,9 +285,7 @@ def gather_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout, st
     nfg = (F + fgroup - 1) // fgroup
     out1 = out.reshape(-1)
     m16 = Cout - Cout % 16
-    BW = 256
-    while (BW > 16) & ((m16 % BW) != 0):
-        BW //= 2
+    BW = _block_width(Cout)
     nblk = m16 // BW if m16 > 0 else 0
     ncolu = max(1, min(ncolu, nblk))
     per = (nblk + ncolu - 1) // ncolu
