@@ -452,11 +452,10 @@ class Simulator:
                                   self._scratch_array("win", (_NT, MAX_POOL_WINDOW), np.uint64)]
         return list(self._scratch[key])
 
-    def _gather(self, bits, Ws, k, scale, name, geom, F, size, work, res, tally) -> np.ndarray:
+    def _gather(self, bits, Ws, k, scale, name, geom, F, size, work, tally) -> np.ndarray:
         """Currents (F × size) of a conv / linear node fed by spikes; records its synaptic ops."""
         _, b, has_b = self._prep[name]
-        kh, kw, cin, cout = geom[:4]
-        P = geom[8] * geom[9]
+        kh, kw, cin = geom[:3]
         # units: about 4 per thread, frame groups first, then slices of the output channels
         target = 4 * numba.get_num_threads()
         fgroup = max(1, F // target)
@@ -479,9 +478,6 @@ class Simulator:
         res = SimResult(outputs=np.zeros((T, B, model.num_classes)), tau=tau, T=T,
                         record={} if record else None)
         dummy_f = np.zeros((1, 1), dt)
-        dummy_b = np.zeros((1, 1), np.bool_)
-        dummy_i = np.zeros((1, 1), np.int32)
-        dummy_d = np.zeros((1, 1), np.float64)
         nthreads = numba.get_num_threads()
 
         pending = []        # (attribute of res, node, per-frame counts), summed per image at the end
@@ -552,17 +548,14 @@ class Simulator:
                 res.neurons[name] = size
                 continue
             src = ins[0]
-            pooled_ok = src[0] == "pooled" and src[2] * src[2] <= MAX_POOL_WINDOW
-            if op == "conv2d" and (src[0] == "bits" or pooled_ok) and len(model.shapes[node["inputs"][0]]) == 3:
+            spikes = _spike_source(src, dt)
+            if op == "conv2d" and spikes is not None and len(model.shapes[node["inputs"][0]]) == 3:
                 w, b, has_b = self._prep[name]
                 in_shape = model.shapes[node["inputs"][0]]
                 st, pd = _int(node.get("stride", 1)), _int(node.get("padding", 0))
-                if src[0] == "bits":
-                    bits, scale, k, sshape = src[1], src[2], 1, src[4]
-                else:
-                    bits, scale, k, sshape = src[1][1], src[1][2] / dt(src[2] * src[2]), src[2], src[1][4]
+                bits, Ws, k, scale, frame_spikes = spikes
                 kh, kw, cin, cout = w.shape
-                work = float((src[3] if src[0] == "bits" else src[1][3]).sum()) * kh * kw * cout
+                work = float(frame_spikes.sum()) * kh * kw * cout
                 geom = (kh, kw, cin, cout, st, pd, in_shape[1], in_shape[2], shape[1], shape[2])
                 q = self._fuse_if.get(name)
                 res_kind, res_args, add = 0, (dt(0), _NO_BITS, dummy_f), None
@@ -589,7 +582,7 @@ class Simulator:
                     ws += [self._scratch_array("cur", (_NT, S * size), dt), self._scratch_array("v", (_NT, size), dt),
                            self._scratch_array("keepw", (_NT, P * NW), np.uint64)]
                     _pick(gather_if_bits, work + 2 * F * size)(
-                        bits, sshape[2], k, scale, self._wflat[name], b, has_b, *geom, KBLOCK, B, S, tau, th, th / dt(2),
+                        bits, Ws, k, scale, self._wflat[name], b, has_b, *geom, KBLOCK, B, S, tau, th, th / dt(2),
                         dt(mask_eps) * th, -(-P // npb), bits_out, counts, sops, *ws, res_kind, *res_args)
                     cnt = counts.sum(axis=1, dtype=np.int64)
                     self._temp_done(counts)
@@ -604,20 +597,13 @@ class Simulator:
                         ops = values[other][3] if res_kind == 1 else np.zeros(F, np.int64)
                         tally("sops", add["name"], ops)
                 else:
-                    values[name] = ("dense", self._gather(bits, sshape[2], k, scale, name, geom, F, size, work, res,
-                                                          tally))
-            elif op == "linear" and src[0] == "bits" and _positions(src[4]) == 1:
-                w, b, has_b = self._prep[name]
-                geom = (1, 1, w.shape[0], size, 1, 0, 1, 1, 1, 1)
-                values[name] = ("dense", self._gather(src[1], 1, 1, src[2], name, geom, F, size,
-                                                      float(src[3].sum()) * size, res, tally))
-            elif op == "linear" and pooled_ok and _positions(src[3]) == 1:
-                # a k×k map pooled to 1×1 (then flattened): each pooled nonzero is one entry
-                w, b, has_b = self._prep[name]
-                _, sb, k, _ = src
-                geom = (1, 1, w.shape[0], size, 1, 0, 1, 1, 1, 1)
-                values[name] = ("dense", self._gather(sb[1], sb[4][2], k, sb[2] / dt(k * k), name, geom, F, size,
-                                                      float(sb[3].sum()) * size, res, tally))
+                    values[name] = ("dense", self._gather(bits, Ws, k, scale, name, geom, F, size, work, tally))
+            elif op == "linear" and spikes is not None and _positions(src[4] if src[0] == "bits" else src[3]) == 1:
+                # a 1-d spike map, or a k×k map pooled to 1×1 and flattened: a 1×1 conv on one position
+                bits, Ws, k, scale, frame_spikes = spikes
+                geom = (1, 1, self._prep[name][0].shape[0], size, 1, 0, 1, 1, 1, 1)
+                values[name] = ("dense", self._gather(bits, Ws, k, scale, name, geom, F, size,
+                                                      float(frame_spikes.sum()) * size, tally))
             elif op == "avgpool2d" and src[0] == "bits" and len(shape) == 3 and \
                     _int(node["kernel"]) == _int(node.get("stride", node["kernel"])):
                 k = _int(node["kernel"])
@@ -714,6 +700,19 @@ class Simulator:
             res.outputs[t] = acc / (t + 1)
         res.seconds = time.perf_counter() - t0
         return res
+
+
+def _spike_source(value, dt):
+    """``(bits, Ws, k, scale, spikes per frame)`` of a value the gather kernels read: a spike map
+    (k = 1, scale θ) or its k×k average pool (scale θ/k², at most ``MAX_POOL_WINDOW`` words per
+    window); Ws is the spike map's width. None for any other value."""
+    if value[0] == "bits":
+        _, bits, theta, cnt, shape = value
+        return bits, (shape[2] if len(shape) == 3 else 1), 1, theta, cnt
+    if value[0] == "pooled" and value[2] * value[2] <= MAX_POOL_WINDOW:
+        _, (_, bits, theta, cnt, shape), k, _ = value
+        return bits, shape[2], k, theta / dt(k * k), cnt
+    return None
 
 
 def _positions(shape) -> int:
