@@ -18,8 +18,6 @@ imagenet         0.485 0.456 0.406              0.229 0.224 0.225
 from __future__ import annotations
 
 import gzip
-import io
-import os
 import pickle
 import struct
 from importlib import resources

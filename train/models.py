@@ -13,7 +13,7 @@ from typing import List
 import torch
 from torch import nn
 
-from .qcfs import QCFS, DEFAULT_LAMBDA
+from .qcfs import QCFS
 
 ARCHS = ("vgg16", "resnet18", "resnet20", "resnet34")
 
