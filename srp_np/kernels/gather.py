@@ -25,10 +25,14 @@ from numba import njit, prange
 from .simd import (BLOCKS, acc1, acc1s, acc16, acc16s, acc32, acc32s, acc64, acc64s, acc128, acc128s, acc256, acc256s,
                    push_bits16, push_bits32, push_bits64, push_pooled16, push_pooled32, push_pooled64)
 from . import aligned
+from .isa import ACC_BYTES, simd_path
 from .spikes import if_word, keep_word, popcnt64
 
 #: Most words a pooling window may have (k·k ≤ this); larger pools take the dense path.
 MAX_POOL_WINDOW = 4
+
+#: Bytes of accumulator registers an output block may take on this target (:data:`.isa.ACC_BYTES`).
+ACC_BLOCK_BYTES = ACC_BYTES[simd_path()]
 
 #: Default bytes of weights per segment group and output block (about a quarter of a 1-2 MB L2 cache).
 DEFAULT_KBLOCK = 256 * 1024
@@ -78,12 +82,13 @@ def _acc(BW, scaled, out1, obase, ostride, nrows, w1, col, offs, cnt, start, r, 
 
 
 @njit(cache=True, inline="always")
-def _block_width(Cout):
-    """Output-channel block of the vector accumulators: the widest of 256 … 16 dividing the
-    multiple-of-16 part of Cout (the remaining Cout % 16 columns take the 1-wide block)."""
+def _block_width(Cout, itemsize):
+    """Output-channel block of the vector accumulators: the widest of 256 … 16 that divides the
+    multiple-of-16 part of Cout and fits :data:`ACC_BLOCK_BYTES` (the remaining Cout % 16
+    columns take the 1-wide block). The block width does not change any sum."""
     m16 = Cout - Cout % 16
     BW = 256
-    while (BW > 16) & ((m16 % BW) != 0):
+    while (BW > 16) & (((m16 % BW) != 0) | (BW * itemsize > ACC_BLOCK_BYTES)):
         BW //= 2
     return BW
 
@@ -160,7 +165,7 @@ def _gather_frames(bits, Ws, pool, f0, f1, p0, p1, w1, scale, bias, has_bias, kh
     nrows = (f1 - f0) * (p1 - p0)
     full = (p0 == 0) & (p1 == P)      # rows of consecutive frames are contiguous in out1
     m16 = Cout - Cout % 16
-    BW = _block_width(Cout)
+    BW = _block_width(Cout, w1.itemsize)
     R = _rows_per_call(BW)
     scaled = pool > 1
     segs_tap = 1 if (Cin <= 32) & (pool == 1) else NW
@@ -285,7 +290,7 @@ def gather_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout, st
     nfg = (F + fgroup - 1) // fgroup
     out1 = out.reshape(-1)
     m16 = Cout - Cout % 16
-    BW = _block_width(Cout)
+    BW = _block_width(Cout, w1.itemsize)
     nblk = m16 // BW if m16 > 0 else 0
     ncolu = max(1, min(ncolu, nblk))
     per = (nblk + ncolu - 1) // ncolu

@@ -5,15 +5,18 @@ auto-vectoriser when written as plain Numba loops:
 
 * **Turning a spike word into a list of weight-row offsets.** A
   count-trailing-zeros loop has a data-dependent trip count, so the branch
-  predictor misses about once per word. :func:`push_bits` instead appends
-  the offsets of all set bits with masked *compress-stores* of 16 lanes
-  (``llvm.masked.compressstore``; one instruction per 16 channels on
-  AVX-512, a scalar expansion elsewhere): no branches.
+  predictor misses about once per word. The push intrinsics instead append
+  the offsets of all set bits without branches, with the code of the
+  target's path (:mod:`.isa`): on AVX-512, 16 lanes compressed in a register
+  and stored whole (never ``llvm.masked.compressstore``, whose
+  memory-destination ``vpcompressd`` is microcoded on AMD Zen 4, 20× slower);
+  elsewhere, 8 lanes from a table of set-bit positions per byte.
 * **Summing the weight rows of a list into a block of outputs.** With the
   accumulator in memory every 16 synaptic operations cost a load, an add and
   a store; a Numba loop over local scalars is not vectorised at all.
-  :func:`accumulate` keeps a block of BW outputs of R rows in vector
-  registers (LLVM ``<BW x float>`` values) for the whole list.
+  The accumulate intrinsics keep a block of BW outputs of R rows in vector
+  registers (LLVM ``<BW x float>`` values) for the whole list; the widest
+  block a target uses is sized to its register file (:data:`.isa.ACC_BYTES`).
 
 Both preserve the summation order of a sequential loop exactly (one add per
 list entry, in list order, starting from +0), so results are bit-identical to
@@ -38,6 +41,102 @@ def _splat(builder, vty, x):
     return builder.shuffle_vector(v, ir.Constant(vty, None), ir.Constant(ir.VectorType(i32, vty.count), [0] * vty.count))
 
 
+def _set_bit_table() -> tuple[bytes, bytes]:
+    """For each byte value: the positions of its set bits, ascending, in 8 bytes (zero-padded);
+    and its popcount."""
+    pos, cnt = bytearray(256 * 8), bytearray(256)
+    for b in range(256):
+        k = 0
+        for c in range(8):
+            if (b >> c) & 1:
+                pos[b * 8 + k] = c
+                k += 1
+        cnt[b] = k
+    return bytes(pos), bytes(cnt)
+
+
+_POS8, _CNT8 = _set_bit_table()
+
+
+def _push_compress16(context, builder, data, n, word, nbits, b32, s32, cdata, fty, counts):
+    """AVX-512 path: per 16 channels, compress the lane offsets in a register and store all
+    16 lanes at ``lst + n`` (the lanes past the new entries are overwritten by the next push
+    or ignored: the list buffers have slack)."""
+    i32, i64 = ir.IntType(32), ir.IntType(64)
+    v16 = ir.VectorType(i32, 16)
+    m16 = ir.VectorType(ir.IntType(1), 16)
+    mod = builder.module
+    comp = cgutils.get_or_insert_function(mod, ir.FunctionType(v16, [v16, m16, v16]),
+                                          "llvm.experimental.vector.compress.v16i32")
+    iota = ir.Constant(v16, list(range(16)))
+    sv = _splat(builder, v16, s32)
+    if cdata is not None:
+        vf = ir.VectorType(fty, 16)
+    for ch in range(nbits // 16):
+        bits = builder.trunc(builder.lshr(word, ir.Constant(i64, 16 * ch)), ir.IntType(16))
+        mask = builder.bitcast(bits, m16)
+        first = builder.add(b32, builder.mul(ir.Constant(i32, 16 * ch), s32))
+        vals = builder.add(_splat(builder, v16, first), builder.mul(iota, sv))
+        packed = builder.call(comp, [vals, mask, ir.Constant(v16, None)])
+        builder.store(packed, builder.bitcast(builder.gep(data, [n], inbounds=True), v16.as_pointer()), align=4)
+        if cdata is not None:
+            # counts compressed as integers, then converted (a <16 x double> compress is split badly)
+            cv = ir.Constant(v16, None)
+            for wj in counts:
+                mj = builder.bitcast(builder.trunc(builder.lshr(wj, ir.Constant(i64, 16 * ch)), ir.IntType(16)), m16)
+                cv = builder.add(cv, builder.zext(mj, v16))
+            cp = builder.uitofp(builder.call(comp, [cv, mask, ir.Constant(v16, None)]), vf)
+            builder.store(cp, builder.bitcast(builder.gep(cdata, [n], inbounds=True), vf.as_pointer()), align=4)
+        n = builder.add(n, builder.zext(builder.ctpop(bits), i64))
+    return n
+
+
+def _push_table8(context, builder, data, n, word, nbits, b32, s32, cdata, fty, counts, popcnt_table):
+    """AVX2 and portable paths: per 8 channels, the set-bit positions of the byte from a
+    256-entry table (:func:`_set_bit_table`), turned into offsets ``first + pos·stride`` and
+    stored as 8 lanes at ``lst + n``; the entry count from ``ctpop`` (AVX2) or from a second
+    table (portable: no ``popcnt`` instruction assumed)."""
+    i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+    v8, b8 = ir.VectorType(i32, 8), ir.VectorType(i8, 8)
+    mod = builder.module
+    tab = builder.bitcast(cgutils.global_constant(mod, "srp_np_setbit_pos8",
+                                                  ir.Constant(ir.ArrayType(i8, len(_POS8)), bytearray(_POS8))),
+                          i8.as_pointer())
+    if popcnt_table:
+        ctab = builder.bitcast(cgutils.global_constant(mod, "srp_np_setbit_cnt8",
+                                                       ir.Constant(ir.ArrayType(i8, 256), bytearray(_CNT8))),
+                               i8.as_pointer())
+    sv = _splat(builder, v8, s32)
+    if cdata is not None:
+        vf = ir.VectorType(fty, 8)
+    for ch in range(nbits // 8):
+        byte = builder.trunc(builder.lshr(word, ir.Constant(i64, 8 * ch)), i8)
+        bi = builder.zext(byte, i64)
+        pp = builder.gep(tab, [builder.mul(bi, ir.Constant(i64, 8))], inbounds=True)
+        pos = builder.zext(builder.load(builder.bitcast(pp, b8.as_pointer()), align=1), v8)
+        first = builder.add(b32, builder.mul(ir.Constant(i32, 8 * ch), s32))
+        vals = builder.add(_splat(builder, v8, first), builder.mul(pos, sv))
+        builder.store(vals, builder.bitcast(builder.gep(data, [n], inbounds=True), v8.as_pointer()), align=4)
+        if cdata is not None:
+            # entry k's count: how many window words have bit 8·ch + pos[k] set
+            cv = ir.Constant(vf, None)
+            for wj in counts:
+                bj = builder.trunc(builder.lshr(wj, ir.Constant(i64, 8 * ch)), i32)
+                hit = builder.and_(builder.lshr(_splat(builder, v8, bj), pos), ir.Constant(v8, [1] * 8))
+                cv = builder.fadd(cv, builder.uitofp(hit, vf))
+            builder.store(cv, builder.bitcast(builder.gep(cdata, [n], inbounds=True), vf.as_pointer()), align=4)
+        if popcnt_table:
+            k = builder.load(builder.gep(ctab, [bi], inbounds=True))
+        else:
+            k = builder.ctpop(byte)
+        n = builder.add(n, builder.zext(k, i64))
+    return n
+
+
+#: Entries a push may write past its last new entry (list buffers need this much slack).
+PUSH_SLACK = 16
+
+
 def _make_push(nchunks: int, pooled: bool):
     """Intrinsic appending ``base + c·stride`` for each set bit c of a word (c ascending).
 
@@ -45,41 +144,27 @@ def _make_push(nchunks: int, pooled: bool):
     Pooled: ``push(lst, cnt, n, words, nwin, base, stride) -> n'`` where the word is the
     OR of ``words[0:nwin]`` (the spikes of a pooling window) and ``cnt`` receives,
     per appended entry, how many of those words have the bit set (as the float dtype of cnt).
-    Only the low ``16·nchunks`` bits are read.
+    Only the low ``16·nchunks`` bits are read. The push may write up to :data:`PUSH_SLACK`
+    entries past the new end. The code is that of the target's path (:mod:`.isa`); the list
+    is the same on every path.
     """
+    nbits = 16 * nchunks
 
     def codegen_common(context, builder, lst_ty, lst, n, word, base, stride, cnt_ty=None, cnt=None, counts=None):
-        i32, i64 = ir.IntType(32), ir.IntType(64)
-        v16 = ir.VectorType(i32, 16)
-        m16 = ir.VectorType(ir.IntType(1), 16)
-        mod = builder.module
-        st = cgutils.get_or_insert_function(mod, ir.FunctionType(ir.VoidType(), [v16, i32.as_pointer(), m16]),
-                                            "llvm.masked.compressstore.v16i32")
+        from .isa import simd_path
+
+        i32 = ir.IntType(32)
         data = _array_data(context, builder, lst_ty, lst)
-        iota = ir.Constant(v16, list(range(16)))
         b32, s32 = builder.trunc(base, i32), builder.trunc(stride, i32)
-        sv = _splat(builder, v16, s32)
+        cdata = fty = None
         if cnt is not None:
             fty = context.get_value_type(cnt_ty.dtype)
-            vf = ir.VectorType(fty, 16)
-            fptr = fty.as_pointer()
-            stf = cgutils.get_or_insert_function(mod, ir.FunctionType(ir.VoidType(), [vf, fptr, m16]),
-                                                 f"llvm.masked.compressstore.v16{'f32' if fty == ir.FloatType() else 'f64'}")
             cdata = _array_data(context, builder, cnt_ty, cnt)
-        for ch in range(nchunks):
-            bits = builder.trunc(builder.lshr(word, ir.Constant(i64, 16 * ch)), ir.IntType(16))
-            mask = builder.bitcast(bits, m16)
-            first = builder.add(b32, builder.mul(ir.Constant(i32, 16 * ch), s32))
-            vals = builder.add(_splat(builder, v16, first), builder.mul(iota, sv))
-            builder.call(st, [vals, builder.gep(data, [n], inbounds=True), mask])
-            if cnt is not None:
-                cv = ir.Constant(vf, None)
-                for wj in counts:
-                    mj = builder.bitcast(builder.trunc(builder.lshr(wj, ir.Constant(i64, 16 * ch)), ir.IntType(16)), m16)
-                    cv = builder.fadd(cv, builder.uitofp(mj, vf))
-                builder.call(stf, [cv, builder.gep(cdata, [n], inbounds=True), mask])
-            n = builder.add(n, builder.zext(builder.ctpop(bits), i64))
-        return n
+        path = simd_path()
+        if path == "avx512":
+            return _push_compress16(context, builder, data, n, word, nbits, b32, s32, cdata, fty, counts)
+        return _push_table8(context, builder, data, n, word, nbits, b32, s32, cdata, fty, counts,
+                            popcnt_table=(path == "portable"))
 
     if not pooled:
         def push(typingctx, lst, n, word, base, stride):
