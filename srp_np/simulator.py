@@ -271,7 +271,7 @@ class Simulator:
         # conv → add → IF (a ResNet block's second conv or its 1×1 shortcut conv, whichever comes
         # later): conv → (add node, IF node, name of the add's other input)
         self._fuse_res = {}
-        order = {node["name"]: i for i, node in enumerate(model.nodes)}
+        order = {"input": -1, **{node["name"]: i for i, node in enumerate(model.nodes)}}
         for node in model.nodes:
             src = node["inputs"][0] if node["op"] == "qcfs" else None
             add = self.model.node_by_name.get(src)
@@ -474,7 +474,7 @@ class Simulator:
         B, S = x.shape[0], tau + T
         F = B * S
         static_vals = {"input": x.astype(dt)}
-        values = {}
+        values = {"input": ("static", aligned(_to_internal(static_vals["input"])))}   # read by e.g. a residual add
         res = SimResult(outputs=np.zeros((T, B, model.num_classes)), tau=tau, T=T,
                         record={} if record else None)
         dummy_f = np.zeros((1, 1), dt)
@@ -665,8 +665,10 @@ class Simulator:
                 ops = np.zeros(F, np.int64)
                 if first[0] == "bits":
                     ops += first[3]
-                for v in ins:
-                    if v is first:
+                # by position, not identity: an add may list the same input twice (x + x)
+                first_i = next(i for i, v in enumerate(ins) if v is first)
+                for i, v in enumerate(ins):
+                    if i == first_i:
                         continue
                     if v[0] == "bits":
                         ops += v[3]

@@ -192,3 +192,33 @@ def test_pool_to_one_position_then_linear_matches_reference(monkeypatch):
     dense = simulate_dense(model, x, 2, 5)
     sim = Simulator(model, np.float64).run(x, 2, 5, record=True)
     assert_same_spikes(dense, sim, model)
+
+
+def _graph_with(kind):
+    from srp_np.testing import GraphBuilder
+    rng = np.random.default_rng(21)
+    x = rng.random((5, 3, 8, 8))
+    g = GraphBuilder((3, 8, 8), 4, rng=3)
+    h = g.act(g.conv("input", 6))
+    if kind == "duplicate":        # x + x, spikes and dense currents
+        h = g.act(g.add(h, h))
+        c = g.conv(h, 6)
+        h = g.act(g.add(c, c))
+    else:                          # a residual add that reads the analog input directly
+        h = g.act(g.add(g.conv(h, 3), "input"))
+    h = g.flatten(g.pool(h, 2))
+    return g.build(g.linear(h, 4), x), x
+
+
+@pytest.mark.parametrize("kind", ["duplicate", "input"])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_add_patterns_equal_dense_reference(kind, batch):
+    """An add listing one input twice is 2x (it was x); an add of ``input`` runs (it was a KeyError)."""
+    model, x = _graph_with(kind)
+    dense = simulate_dense(model, x, 2, 3)
+    sim = Simulator(model, np.float64)
+    parts = [sim.run(x[i:i + batch], 2, 3, record=True) for i in range(0, len(x), batch)]
+    from srp_np.simulator import SimResult
+    assert_same_spikes(dense, SimResult.concatenate(parts), model)
+    fast = SimResult.concatenate([sim.run(x[i:i + batch], 2, 3) for i in range(0, len(x), batch)])
+    np.testing.assert_allclose(fast.outputs, dense.outputs, rtol=1e-10, atol=1e-10)
