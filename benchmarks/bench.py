@@ -18,6 +18,13 @@ run (the machine is shared). Usage::
 
     python benchmarks/bench.py --quick          # VGG-16 + ResNet-20, batch 64 and 1, tau+T = 8
     python benchmarks/bench.py                  # full: also tau+T = 32, shipped models, memory check
+    python benchmarks/bench.py --isa both       # the host's instruction set, then both sides on AVX2
+
+``--isa avx2`` restricts both sides to AVX2 in the same run: srp-np through
+``NUMBA_CPU_FEATURES`` (the host's features with every AVX-512 feature off),
+PyTorch through ``ATEN_CPU_CAPABILITY=avx2`` and ``DNNL_MAX_CPU_ISA=AVX2``.
+The header states the CPU model; each table states the code path srp-np
+compiled (:mod:`srp_np.kernels.isa`) and PyTorch's CPU capability.
 """
 from __future__ import annotations
 
@@ -229,12 +236,16 @@ class Runner:
             t0 = time.perf_counter()
             warm = cache_is_warm()
             warmup(np.float32)
-            self.info = dict(jit_s=time.perf_counter() - t0, jit_cache_warm=warm)
+            from srp_np.kernels.isa import describe
+            self.info = dict(jit_s=time.perf_counter() - t0, jit_cache_warm=warm, isa=describe())
             self.sim = Simulator(self.model, np.float32)
             self.sim.run(self.x_all[:1], TAU, 4)
         else:
             import torch
             torch.set_num_threads(threads or os.cpu_count())
+            self.info = dict(isa=f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}"
+                                 + (f", oneDNN max ISA {os.environ['DNNL_MAX_CPU_ISA']}"
+                                    if os.environ.get("DNNL_MAX_CPU_ISA") else ""))
             self.params = {True: torch_graph(self.model, True), False: torch_graph(self.model, False)}
             self.layout = {}
 
@@ -340,15 +351,42 @@ def cold_compile_seconds() -> float:
             return float("nan")
 
 
-def machine() -> str:
-    cpu = "?"
+def avx2_env(method: str) -> dict:
+    """Environment restricting one method to AVX2 (no AVX-512)."""
+    if method == "srp-np":
+        import llvmlite.binding as ll
+        import numba  # noqa: F401
+        feats = ll.get_host_cpu_features()
+        for k in list(feats):
+            if k.startswith("avx512") or k in ("avx10.1-256", "avx10.1-512", "evex512", "amx-tile", "amx-int8",
+                                               "amx-bf16"):
+                feats[k] = False
+        return {"NUMBA_CPU_FEATURES": feats.flatten()}
+    return {"ATEN_CPU_CAPABILITY": "avx2", "DNNL_MAX_CPU_ISA": "AVX2"}
+
+
+def cpu_model() -> str:
+    """The CPU's model name, family/model numbers and LLVM's name for it (e.g. ``znver4``):
+    virtual machines often show only "AMD EPYC" as the model name."""
+    info = {}
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
+            if ":" in line:
+                k, v = (x.strip() for x in line.split(":", 1))
+                info.setdefault(k, v)
+            if not line.strip() and info:
                 break
     except OSError:
         pass
+    import llvmlite.binding as ll
+    import numba  # noqa: F401
+    name = info.get("model name", platform.processor() or "?")
+    fam = f", family {info['cpu family']} model {info['model']}" if "cpu family" in info else ""
+    return f"{name}{fam} (LLVM: {ll.get_host_cpu_name()})"
+
+
+def machine() -> str:
+    cpu = cpu_model()
     import numba
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python "
@@ -371,6 +409,8 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="threads for every method (0: all cores)")
     ap.add_argument("--memcheck", default=None, help="comma list of image counts for the VGG-16 peak-RSS check")
     ap.add_argument("--no-compile-check", action="store_true")
+    ap.add_argument("--isa", choices=["host", "avx2", "both"], default="host",
+                    help="instruction sets: the host's, both sides restricted to AVX2, or one table of each")
     ap.add_argument("--json", default=None, help="also write the raw results here")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -391,13 +431,38 @@ def main():
     print(f"# {machine()}", flush=True)
     print(f"# command: python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}", flush=True)
 
+    isas = ["host", "avx2"] if args.isa == "both" else [args.isa]
+    all_results = {}
+    for isa in isas:
+        all_results[isa] = run_all(args, models, methods, steps, batches, images, repeat, memcheck, isa)
+    cold = None if args.no_compile_check else cold_compile_seconds()
+    if args.json:
+        Path(args.json).write_text(json.dumps({isa: {f"{k[0]}|{k[1]}": v for k, v in res.items()}
+                                               for isa, res in all_results.items()}, indent=1))
+    for isa, results in all_results.items():
+        print(f"## instruction sets: {'host' if isa == 'host' else 'both sides restricted to AVX2'}")
+        for m in methods:
+            r = next((v for k, v in results.items() if k[1] == m), None)
+            if r and r.get("isa"):
+                print(f"#   {m}: {r['isa']}")
+        print()
+        print_table(results, models, methods, steps, batches, None)
+    if cold is not None:
+        print(f"cold JIT compile of all kernels (float32, empty cache, fresh process): {cold:.1f} s")
+
+
+def run_all(args, models, methods, steps, batches, images, repeat, memcheck, isa):
+    """Time every (model, tau+T, batch) for every method with the given instruction sets."""
     results = {}
     for mname in models:
         workers = {}
         for method in methods:
-            print(f"starting {method} on {mname} ...", file=sys.stderr, flush=True)
+            print(f"starting {method} on {mname} ({isa}) ...", file=sys.stderr, flush=True)
+            env = dict(MALLOC_ENV) if method != "srp-np" else {}
+            if isa == "avx2":
+                env.update(avx2_env(method))
             workers[method] = Worker(dict(method=method, model=mname, threads=args.threads, nmax=max(images.values())),
-                                     MALLOC_ENV if method != "srp-np" else None)
+                                     env)
             results[(mname, method)] = dict(rows=[], **workers[method].info)
         for S in steps:
             for B in batches:
@@ -410,18 +475,15 @@ def main():
                         r = workers[method].ask(dict(S=S, B=B, n=images[str(B)]))
                         if method not in best or r["seconds"] < best[method]["seconds"]:
                             best[method] = r
-                        print(f"  [{mname} S={S} B={B} {method}] {r['img_s']:.1f} img/s", file=sys.stderr,
+                        print(f"  [{mname} {isa} S={S} B={B} {method}] {r['img_s']:.1f} img/s", file=sys.stderr,
                               flush=True)
                 for method in methods:
                     results[(mname, method)]["rows"].append(best[method])
-        if "srp-np" in workers and mname == "vgg16":
+        if "srp-np" in workers and mname == "vgg16" and isa == "host":
             results[(mname, "srp-np")]["memcheck"] = [workers["srp-np"].ask({"memcheck": n}) for n in memcheck]
         for w in workers.values():
             w.close()
-    cold = None if args.no_compile_check else cold_compile_seconds()
-    if args.json:
-        Path(args.json).write_text(json.dumps({f"{k[0]}|{k[1]}": v for k, v in results.items()}, indent=1))
-    print_table(results, models, methods, steps, batches, cold)
+    return results
 
 
 def print_table(results, models, methods, steps, batches, cold):
@@ -461,8 +523,6 @@ def print_table(results, models, methods, steps, batches, cold):
             for m in r.get("memcheck", []):
                 print(f"  memory check: {m['n']} images at batch {m['n']} (chunked), tau+T=8: peak RSS "
                       f"{m['peak_mb']:.0f} MB, {m['seconds']:.1f} s")
-    if cold is not None:
-        print(f"cold JIT compile of all kernels (float32, empty cache, fresh process): {cold:.1f} s")
     print("agree: % of images whose final prediction equals the dense / stepwise baseline's")
 
 
