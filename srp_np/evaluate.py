@@ -3,17 +3,21 @@
 This is the layer between the simulator (model) and the data (the CLI's
 ``--data``): it normalises images, runs the QCFS ANN and the SNN in batches,
 and summarises accuracy after every stage-2 step t = 1..T together with
-spikes, synaptic operations, firing rates and throughput.
+spikes, synaptic operations, firing rates and throughput (ANN and SNN timed
+separately).
 """
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .ann import ann_forward
 from .neuron import DEFAULT_MASK_EPS
+from .ops import Workspace
 from .simulator import SimResult, Simulator
 
 
@@ -33,7 +37,15 @@ class Evaluation:
     ann_logits : ndarray N×K
     y : ndarray N
     seconds : float
-        Wall time of the SNN simulation alone.
+        Wall time of the SNN simulation alone (``snn_seconds``).
+    ann_seconds : float
+        Wall time of the ANN forward pass over all images.
+    seconds_total : float or None
+        End-to-end wall time: for :func:`evaluate`, from its call to its return
+        (preprocessing, ANN, SNN); the CLI replaces it with the whole command's
+        (loading the model and data included). None: ANN + SNN.
+    threads : int or None
+        Threads used (Numba kernels, and batches of the ANN pass).
     """
 
     tau: int
@@ -46,6 +58,9 @@ class Evaluation:
     seconds: float
     dtype: str = "float32"
     mask_eps: float = DEFAULT_MASK_EPS
+    ann_seconds: float = 0.0
+    seconds_total: float | None = None
+    threads: int | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -57,8 +72,25 @@ class Evaluation:
         return [self.tau + t for t in range(1, self.T + 1)]
 
     @property
+    def snn_seconds(self) -> float:
+        return self.seconds
+
+    @property
+    def total_seconds(self) -> float:
+        """End-to-end wall time (``seconds_total``, or ANN + SNN when it is not set)."""
+        return self.seconds_total if self.seconds_total is not None else self.ann_seconds + self.seconds
+
+    @property
     def images_per_second(self) -> float:
-        return self.n_images / self.seconds if self.seconds > 0 else float("inf")
+        """SNN throughput: images per second of SNN simulation (the ANN pass and loading not counted)."""
+        return _rate(self.n_images, self.seconds)
+
+    snn_images_per_second = images_per_second
+
+    @property
+    def images_per_second_end_to_end(self) -> float:
+        """Images per second of :attr:`total_seconds` (ANN, SNN, loading: everything)."""
+        return _rate(self.n_images, self.total_seconds)
 
     @property
     def spikes_per_image(self) -> float:
@@ -90,8 +122,19 @@ class Evaluation:
             "firing_rate": self.firing_rates(),
             "images_per_second": self.images_per_second,
             "seconds": self.seconds,
+            "ann_seconds": self.ann_seconds,
+            "snn_seconds": self.seconds,
+            "other_seconds": max(0.0, self.total_seconds - self.ann_seconds - self.seconds),
+            "seconds_total": self.total_seconds,
+            "snn_images_per_second": self.snn_images_per_second,
+            "images_per_second_end_to_end": self.images_per_second_end_to_end,
+            "threads": self.threads,
             **self.extra,
         }
+
+
+def _rate(n: int, seconds: float) -> float:
+    return n / seconds if seconds > 0 else float("inf")
 
 
 def prepare_inputs(model, x_raw) -> np.ndarray:
@@ -101,14 +144,44 @@ def prepare_inputs(model, x_raw) -> np.ndarray:
     return model.preprocess(fit_to_shape(to_float(np.asarray(x_raw)), model.input_shape))
 
 
-def ann_logits(model, x, batch_size: int = 256) -> np.ndarray:
-    """QCFS ANN logits for normalised inputs, in batches (float32 arithmetic)."""
-    outs = [ann_forward(model, x[s:s + batch_size], dtype=np.float32) for s in range(0, len(x), batch_size)]
+def ann_logits(model, x, batch_size: int = 256, threads: int | None = None) -> np.ndarray:
+    """QCFS ANN logits for normalised inputs, in batches (float32 arithmetic).
+
+    With ``threads`` > 1 (default: ``numba.get_num_threads()``), that many
+    batches are computed at once, each on its own thread with single-threaded
+    BLAS (one batch: BLAS uses the threads). Each batch goes through the same
+    BLAS calls either way, so the logits do not depend on ``threads``.
+    """
+    from .threads import blas_threads
+
+    if threads is None:
+        import numba
+
+        threads = numba.get_num_threads()
+    starts = list(range(0, len(x), batch_size))
+    workers = max(1, min(int(threads), len(starts)))
+    local = threading.local()
+
+    def one(s):
+        ws = getattr(local, "ws", None)
+        if ws is None:
+            ws = local.ws = Workspace()
+        return ann_forward(model, x[s:s + batch_size], dtype=np.float32, workspace=ws)
+
+    with blas_threads(max(1, int(threads) // workers)):
+        if workers == 1:
+            outs = [one(s) for s in starts]
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="srp-np-ann") as ex:
+                outs = list(ex.map(one, starts))
+    if not outs:
+        return np.zeros((0, model.num_classes))
     return np.concatenate(outs).astype(np.float64)
 
 
 def evaluate(model, x_raw, y, tau: int, T: int, dtype=np.float32, mask_eps: float = DEFAULT_MASK_EPS,
-             batch_size: int = 64, progress=None, simulator: Simulator | None = None) -> Evaluation:
+             batch_size: int = 64, progress=None, simulator: Simulator | None = None,
+             threads: int | None = None) -> Evaluation:
     """Run the ANN and the SNN (SRP with ``tau`` stage-1 steps, ``T`` stage-2 steps) on a data set.
 
     Parameters
@@ -122,11 +195,20 @@ def evaluate(model, x_raw, y, tau: int, T: int, dtype=np.float32, mask_eps: floa
         Images per simulator call; the result does not depend on it.
     progress : callable, optional
         Called with the number of images finished.
+    threads : int, optional
+        Threads of the ANN pass (default: ``numba.get_num_threads()``, which the
+        SNN uses; see :func:`srp_np.threads.set_threads`). Results do not depend on it.
     """
+    import numba
+
+    t_start = time.perf_counter()
+    threads = numba.get_num_threads() if threads is None else int(threads)
     x = prepare_inputs(model, x_raw)
     y = np.asarray(y)
     sim = simulator or Simulator(model, dtype)
-    logits = ann_logits(model, x)
+    t0 = time.perf_counter()
+    logits = ann_logits(model, x, threads=threads)
+    ann_seconds = time.perf_counter() - t0
     parts = []
     t0 = time.perf_counter()
     for s in range(0, len(x), batch_size):
@@ -137,4 +219,5 @@ def evaluate(model, x_raw, y, tau: int, T: int, dtype=np.float32, mask_eps: floa
     res = SimResult.concatenate(parts)
     return Evaluation(tau=int(tau), T=int(T), ann_accuracy=float((logits.argmax(1) == y).mean()),
                       accuracy=res.accuracy(y), result=res, ann_logits=logits, y=y, seconds=seconds,
-                      dtype=np.dtype(sim.dtype).name, mask_eps=float(mask_eps))
+                      dtype=np.dtype(sim.dtype).name, mask_eps=float(mask_eps), ann_seconds=ann_seconds,
+                      seconds_total=time.perf_counter() - t_start, threads=threads)

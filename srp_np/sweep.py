@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ann import ann_forward
 from .errors import SrpError
 from .neuron import DEFAULT_MASK_EPS
 
@@ -37,12 +36,13 @@ def table_steps(T: int) -> list:
 
 
 def ann_accuracy(model, x, y, chunk: int = 256) -> float:
-    """Top-1 accuracy of the QCFS ANN on normalised images."""
-    correct = 0
-    for s in range(0, len(x), chunk):
-        logits = ann_forward(model, x[s:s + chunk], np.float32)
-        correct += int((np.argmax(logits, axis=-1) == np.asarray(y[s:s + chunk])).sum())
-    return correct / max(1, len(x))
+    """Top-1 accuracy of the QCFS ANN on normalised images (float32, batches of ``chunk``, on all threads)."""
+    from .evaluate import ann_logits
+
+    if len(x) == 0:
+        return 0.0
+    logits = ann_logits(model, x, batch_size=chunk)
+    return int((np.argmax(logits, axis=-1) == np.asarray(y)).sum()) / len(x)
 
 
 def sweep(model, x, y, taus, T: int, dtype=np.float32, mask_eps: float = DEFAULT_MASK_EPS,

@@ -1,0 +1,72 @@
+"""How many threads srp-np uses: the Numba kernels (SNN) and BLAS (ANN pass).
+
+Results never depend on the thread count: every Numba kernel sums in a fixed
+order, and the ANN pass computes each batch with the same BLAS calls whatever
+thread runs them.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+
+def available_cores() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def max_threads() -> int:
+    """The most threads Numba can use in this process (``NUMBA_NUM_THREADS``, default: all CPUs)."""
+    from numba import config
+
+    return max(1, int(config.NUMBA_NUM_THREADS))
+
+
+def default_threads() -> int:
+    """The default of ``--threads``: the available cores, at most :func:`max_threads`."""
+    return min(available_cores(), max_threads())
+
+
+def set_threads(n: int | None = None) -> int:
+    """Use ``n`` threads (default :func:`default_threads`) for the Numba kernels; returns the count set.
+
+    ``n`` above :func:`max_threads` is capped there; ``n`` < 1 is an error. The
+    ANN pass of :func:`srp_np.evaluate.evaluate` follows ``numba.get_num_threads()``.
+    """
+    import numba
+
+    if n is None:
+        n = default_threads()
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"thread count must be >= 1, got {n}")
+    n = min(n, max_threads())
+    numba.set_num_threads(n)
+    return n
+
+
+@contextmanager
+def blas_threads(n: int):
+    """Context in which NumPy's BLAS uses at most ``n`` threads (threadpoolctl)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=max(1, int(n)), user_api="blas"):
+        yield
+
+
+@contextmanager
+def use_threads(n: int | None = None):
+    """Context that runs srp-np on ``n`` threads (see :func:`set_threads`; default :func:`default_threads`):
+    Numba kernels and BLAS; both are restored on exit. Yields the count in use."""
+    import numba
+
+    before = numba.get_num_threads()
+    try:
+        n = set_threads(n)
+        with blas_threads(n):
+            yield n
+    finally:
+        numba.set_num_threads(before)
