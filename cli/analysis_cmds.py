@@ -13,7 +13,7 @@ from srp_np.errors import SrpError
 
 from .common import (announce_compilation, check_range, data_dir_option, data_option, dtype_option, limit_option,
                      load_data_option, load_model_option, mask_eps_option, parse_dtype, progress_bar,
-                     weights_option, write_json)
+                     threads_option, use_threads_option, weights_option, write_json)
 
 json_option = click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
                            type=click.Path(dir_okay=True, allow_dash=True),
@@ -66,10 +66,11 @@ def _load(weights, data, data_dir, limit):
 @limit_option
 @dtype_option
 @mask_eps_option
+@threads_option
 @json_option
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write the accuracy-vs-latency plot (PNG) here.")
-def sweep_cmd(weights, data, data_dir, taus, T, limit, dtype, mask_eps, json_out, plot):
+def sweep_cmd(weights, data, data_dir, taus, T, limit, dtype, mask_eps, threads, json_out, plot):
     """Accuracy for every τ and T = 1, 2, 4, ..., T (the paper's Table 4).
 
     One simulation per τ with the largest T gives every smaller T (the mean
@@ -85,10 +86,11 @@ def sweep_cmd(weights, data, data_dir, taus, T, limit, dtype, mask_eps, json_out
     tau_list = parse_int_list(taus, "--tau")
     check_range("--T", T, 1)
     dt = parse_dtype(dtype)
-    model, x, y, origin = _load(weights, data, data_dir, limit)
-    announce_compilation(dt)
-    with progress_bar(len(x) * len(tau_list), "sweep") as bar:
-        res = sweep(model, x, y, tau_list, T, dtype=dt, mask_eps=mask_eps, progress=bar.update)
+    with use_threads_option(threads):
+        model, x, y, origin = _load(weights, data, data_dir, limit)
+        announce_compilation(dt)
+        with progress_bar(len(x) * len(tau_list), "sweep") as bar:
+            res = sweep(model, x, y, tau_list, T, dtype=dt, mask_eps=mask_eps, progress=bar.update)
     res.update(model=model.path, data=origin, arch=model.graph.get("arch"), dtype=np.dtype(dt).name)
     if json_out != "-":
         arch = model.graph.get("arch", "")
@@ -138,10 +140,11 @@ def format_analysis(res: dict) -> str:
 @mask_eps_option
 @click.option("--batch-size", "-b", type=int, default=64, show_default=True,
               help="Images per simulator call (bounds memory; results do not depend on it).")
+@threads_option
 @json_option
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write stacked bars per layer (like Figs. 3 and 5) here (PNG).")
-def analyze_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, batch_size, json_out, plot):
+def analyze_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, batch_size, threads, json_out, plot):
     """Fractions of neurons in each unevenness-error case per IF layer (Figs. 3 and 5).
 
     For every IF layer, over all its neurons and all images: φ = θ·(stage-2
@@ -162,11 +165,13 @@ def analyze_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, batch_s
     check_range("--T", T, 1)
     check_range("--batch-size", batch_size, 1)
     dt = parse_dtype(dtype)
-    model, x, y, origin = _load(weights, data, data_dir, limit)
-    T = model.L if T is None else T
-    announce_compilation(dt)
-    with progress_bar(2 * len(x), "analyze") as bar:
-        res = analyze(model, x, tau, T, y=y, dtype=dt, mask_eps=mask_eps, chunk=batch_size, progress=bar.update)
+    with use_threads_option(threads):
+        model, x, y, origin = _load(weights, data, data_dir, limit)
+        T = model.L if T is None else T
+        announce_compilation(dt)
+        with progress_bar(2 * len(x), "analyze") as bar:
+            res = analyze(model, x, tau, T, y=y, dtype=dt, mask_eps=mask_eps, chunk=batch_size,
+                          progress=bar.update)
     res.update(model=model.path, data=origin, arch=model.graph.get("arch"))
     if json_out != "-":
         click.echo(f"{model.graph.get('arch', 'model')}: {len(x)} images ({origin}), L={model.L}")
@@ -228,8 +233,9 @@ def _table(head, rows) -> list:
               help="Energy per accumulate (synaptic operation) in pJ (45 nm fp32 add, Horowitz ISSCC 2014).")
 @click.option("--e-mac", type=float, default=4.6, show_default=True,
               help="Energy per multiply-accumulate in pJ (45 nm fp32 mult+add, Horowitz ISSCC 2014).")
+@threads_option
 @json_option
-def report_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, e_ac, e_mac, json_out):
+def report_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, e_ac, e_mac, threads, json_out):
     """Costs: spikes, firing rates, synaptic operations, ANN MACs and an energy ESTIMATE.
 
     Per IF layer: spikes and firing rate (spikes per neuron per step) in
@@ -250,10 +256,11 @@ def report_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, e_ac, e_
     if not (e_ac >= 0 and e_mac >= 0):
         raise SrpError("--e-ac and --e-mac must be non-negative numbers (pJ)")
     dt = parse_dtype(dtype)
-    model, x, y, origin = _load(weights, data, data_dir, limit)
-    announce_compilation(dt)
-    with progress_bar(len(x), f"simulating τ={tau} T={T}") as bar:
-        res = Simulator(model, dt).run(x, tau, T, mask_eps=mask_eps, progress=bar.update)
+    with use_threads_option(threads):
+        model, x, y, origin = _load(weights, data, data_dir, limit)
+        announce_compilation(dt)
+        with progress_bar(len(x), f"simulating τ={tau} T={T}") as bar:
+            res = Simulator(model, dt).run(x, tau, T, mask_eps=mask_eps, progress=bar.update)
     rep = cost_report(model, res, e_ac=e_ac * 1e-12, e_mac=e_mac * 1e-12)
     rep.update(model=model.path, data=origin, accuracy=float(res.accuracy(y)[-1]))
     if json_out != "-":

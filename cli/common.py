@@ -143,3 +143,15 @@ mask_eps_option = click.option("--mask-eps", type=float, default=1e-3, show_defa
                                help="SRP keeps a neuron iff v(τ) > ε·θ (authors' code; the paper writes v(τ) ≥ 0).")
 batch_size_option = click.option("--batch-size", "-b", type=int, default=64, show_default=True,
                                  help="Images per simulator call (results do not depend on it).")
+threads_option = click.option("--threads", type=click.IntRange(min=1), default=None,
+                              help="Threads for the SNN kernels (Numba) and the ANN pass (BLAS), >= 1. Default: the "
+                                   "cores available to this process (its CPU affinity). A value above Numba's maximum "
+                                   "(NUMBA_NUM_THREADS, by default the machine's CPU count) is capped there. Results "
+                                   "do not depend on it.")
+
+
+def use_threads_option(threads):
+    """Context for a command's work: ``--threads`` (or its default) applied to Numba and BLAS, restored after."""
+    from srp_np.threads import use_threads
+
+    return use_threads(threads)

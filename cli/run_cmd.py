@@ -1,6 +1,8 @@
 """``srp-np run``: accuracy of the converted SNN after every step, with costs."""
 from __future__ import annotations
 
+import time
+
 import click
 import numpy as np
 
@@ -9,7 +11,7 @@ from srp_np.errors import SrpError
 from .common import (announce_compilation, atomic_write_bytes, batch_size_option, check_output_path, check_range,
                      data_dir_option,
                      data_option, dtype_option, limit_option, load_data_option, load_model_option, mask_eps_option,
-                     parse_dtype, progress_bar, weights_option, write_json)
+                     parse_dtype, progress_bar, threads_option, use_threads_option, weights_option, write_json)
 
 
 def _print_table(ev, model, origin) -> None:
@@ -29,8 +31,11 @@ def _print_table(ev, model, origin) -> None:
         table.add_row(str(t), str(lat), f"{100 * acc:.2f}%", f"{100 * (acc - ev.ann_accuracy):+.2f}")
     console.print(table)
     console.print(f"ANN (QCFS, L={model.L}) accuracy: {100 * ev.ann_accuracy:.2f}%")
-    console.print(f"spikes/image: {ev.spikes_per_image:,.0f}   synaptic ops/image: {ev.sops_per_image:,.0f}   "
-                  f"images/s: {ev.images_per_second:,.1f}")
+    console.print(f"spikes/image: {ev.spikes_per_image:,.0f}   synaptic ops/image: {ev.sops_per_image:,.0f}")
+    threads = f"{ev.threads} thread{'s' if ev.threads != 1 else ''}"
+    console.print(f"time: ANN {ev.ann_seconds:,.1f} s, SNN {ev.snn_seconds:,.1f} s "
+                  f"({ev.snn_images_per_second:,.1f} img/s), end to end {ev.total_seconds:,.1f} s "
+                  f"({ev.images_per_second_end_to_end:,.1f} img/s), {threads}", soft_wrap=True)
 
 
 @click.command()
@@ -44,17 +49,23 @@ def _print_table(ev, model, origin) -> None:
 @dtype_option
 @mask_eps_option
 @limit_option
+@threads_option
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write the figures to this JSON file.")
 @click.option("--save-outputs", type=click.Path(dir_okay=False), default=None,
               help="Write outputs (T×N×K mean outputs), ann (N×K logits) and y to this .npz.")
 @click.option("--quiet", "-q", is_flag=True, help="No table; only errors (use with --json).")
-def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, limit, json_out, save_outputs, quiet):
+def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, limit, threads, json_out, save_outputs,
+            quiet):
     """Simulate the SNN with SRP and report accuracy after every step.
 
     Runs τ stage-1 steps, silences every neuron whose residual membrane
     v(τ) ≤ ε·θ, resets all membranes to θ/2 and runs T stage-2 steps
     (Algorithm 1 of Hao et al., AAAI 2023). Latency is τ + t.
+
+    Reports the ANN and SNN wall times separately, and end to end (loading
+    the model and data included): SNN img/s (the JSON's images_per_second)
+    and end-to-end img/s.
 
     \b
     Examples:
@@ -64,6 +75,7 @@ def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, limit,
     """
     from srp_np.evaluate import evaluate
 
+    t_start = time.perf_counter()
     check_range("--tau", tau, 0)
     check_range("--T", T, 1)
     check_range("--batch-size", batch_size, 1)
@@ -73,17 +85,20 @@ def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, limit,
     dt = parse_dtype(dtype)
     check_output_path(json_out, "--json")
     check_output_path(save_outputs, "--save-outputs")
-    model = load_model_option(weights)
-    x, y, origin = load_data_option(model, data, data_dir, limit)
-    announce_compilation(dt)
-    with progress_bar(len(x), f"simulating τ={tau} T={T}") as bar:
-        ev = evaluate(model, x, y, tau, T, dtype=dt, mask_eps=mask_eps, batch_size=batch_size, progress=bar.update)
-    try:
-        from srp_np.costs import cost_report
-    except ImportError:
-        pass
-    else:
-        ev.extra["costs"] = cost_report(model, ev.result)
+    with use_threads_option(threads) as n_threads:
+        model = load_model_option(weights)
+        x, y, origin = load_data_option(model, data, data_dir, limit)
+        announce_compilation(dt)
+        with progress_bar(len(x), f"simulating τ={tau} T={T}") as bar:
+            ev = evaluate(model, x, y, tau, T, dtype=dt, mask_eps=mask_eps, batch_size=batch_size,
+                          progress=bar.update, threads=n_threads)
+        try:
+            from srp_np.costs import cost_report
+        except ImportError:
+            pass
+        else:
+            ev.extra["costs"] = cost_report(model, ev.result)
+    ev.seconds_total = time.perf_counter() - t_start
     ev.extra["model"] = model.path
     ev.extra["data"] = origin
     if not quiet:

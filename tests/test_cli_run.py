@@ -41,6 +41,73 @@ def test_run_end_to_end(model_files, tmp_path):
     np.testing.assert_allclose(acc, j["accuracy"])
 
 
+def test_run_reports_ann_and_snn_time(model_files, tmp_path):
+    d = model_files
+    r = run("run", "-w", d / "model.npz", "-d", d / "data.npz", "--tau", 1, "--T", 2, "--threads", 1,
+            "--json", tmp_path / "o.json")
+    assert r.exit_code == 0, r.output
+    assert "time: ANN " in r.output and ", SNN " in r.output and "end to end" in r.output
+    j = json.loads((tmp_path / "o.json").read_text())
+    n = j["n_images"]
+    for key in ("ann_seconds", "snn_seconds", "other_seconds", "seconds_total", "snn_images_per_second",
+                "images_per_second_end_to_end", "images_per_second", "seconds"):
+        assert isinstance(j[key], float), key
+    assert j["ann_seconds"] > 0 and j["snn_seconds"] > 0 and j["other_seconds"] >= 0
+    assert j["ann_seconds"] + j["snn_seconds"] <= j["seconds_total"]
+    assert j["ann_seconds"] + j["snn_seconds"] + j["other_seconds"] == pytest.approx(j["seconds_total"], rel=1e-9)
+    # images_per_second keeps its meaning: the SNN's throughput
+    assert j["seconds"] == j["snn_seconds"]
+    assert j["images_per_second"] == j["snn_images_per_second"] == pytest.approx(n / j["snn_seconds"])
+    assert j["images_per_second_end_to_end"] == pytest.approx(n / j["seconds_total"])
+    assert j["images_per_second_end_to_end"] < j["snn_images_per_second"]
+    assert j["threads"] == 1
+
+
+def test_run_results_independent_of_threads(model_files, tmp_path):
+    import numba
+
+    d = model_files
+    before = numba.get_num_threads()
+    out = {}
+    for threads in (1, 2):
+        r = run("run", "-w", d / "model.npz", "-d", d / "data.npz", "--tau", 2, "--T", 3, "-b", 8, "-q",
+                "--threads", threads, "--json", tmp_path / f"t{threads}.json",
+                "--save-outputs", tmp_path / f"t{threads}.npz")
+        assert r.exit_code == 0, r.output
+        assert numba.get_num_threads() == before      # the command restores the caller's thread count
+        out[threads] = json.loads((tmp_path / f"t{threads}.json").read_text())
+    assert out[1]["threads"] == 1 and out[2]["threads"] == min(2, numba.config.NUMBA_NUM_THREADS)
+    for key in ("ann_accuracy", "accuracy", "spikes_per_image", "sops_per_image", "firing_rate", "costs"):
+        assert out[1][key] == out[2][key], key
+    with np.load(tmp_path / "t1.npz") as a, np.load(tmp_path / "t2.npz") as b:
+        for key in ("outputs", "ann", "y"):
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_threads_option(model_files, tmp_path):
+    import numba
+
+    d = model_files
+    r = run("run", "-w", d / "model.npz", "-d", d / "data.npz", "--T", 1, "--limit", 4, "--threads", 0)
+    assert r.exit_code == 2 and "--threads" in r.output and "x>=1" in r.output
+    r = run("run", "-w", d / "model.npz", "-d", d / "data.npz", "--T", 1, "--limit", 4, "--threads", 10 ** 6,
+            "-q", "--json", tmp_path / "o.json")
+    assert r.exit_code == 0, r.output        # above Numba's maximum: capped, no error
+    assert json.loads((tmp_path / "o.json").read_text())["threads"] == numba.config.NUMBA_NUM_THREADS
+    from srp_np.threads import default_threads
+
+    r = run("run", "-w", d / "model.npz", "-d", d / "data.npz", "--T", 1, "--limit", 4, "-q",
+            "--json", tmp_path / "d.json")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "d.json").read_text())["threads"] == default_threads()
+    for cmd in ("sweep", "analyze", "report"):
+        r = run(cmd, "--help")
+        assert r.exit_code == 0 and "--threads" in r.output, cmd
+    r = run("report", "-w", d / "model.npz", "-d", d / "data.npz", "--T", 1, "--limit", 4, "--threads", 1,
+            "--json", "-")
+    assert r.exit_code == 0, r.output
+
+
 def test_run_results_independent_of_batch_size(model_files, tmp_path):
     d = model_files
     for b in (1, 24):
