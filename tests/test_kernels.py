@@ -337,6 +337,20 @@ def test_warmup_compiles_every_kernel(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=600)
 
 
+def test_cache_is_warm_is_per_target():
+    """Kernels compiled for this CPU do not make the cache warm for another Numba target (else a
+    run with NUMBA_CPU_NAME / NUMBA_CPU_FEATURES would compile without saying so)."""
+    import os
+    import subprocess
+    import sys
+    warmup(np.float32)
+    assert cache_is_warm(np.float32)
+    code = "from srp_np.kernels import cache_is_warm; print(cache_is_warm())"
+    env = dict(os.environ, NUMBA_CPU_NAME="nehalem", NUMBA_CPU_FEATURES="")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "False", out.stderr
+
+
 def test_workspace_reuse_release_and_pickle():
     """Buffers reused across runs, released, or dropped by pickling never change results."""
     import pickle

@@ -71,8 +71,10 @@ def _dispatchers():
 def cache_is_warm(dtype=None) -> bool:
     """True when every kernel has compiled code in Numba's on-disk cache.
 
-    Checks that each dispatcher's cache index file exists and is current
-    (Numba discards an index whose source file changed); with ``dtype``
+    Checks that each dispatcher's cache index file exists, is current
+    (Numba discards an index whose source file changed) and has entries for
+    the target Numba compiles for (the host CPU, or ``NUMBA_CPU_NAME`` /
+    ``NUMBA_CPU_FEATURES``: each target is compiled separately); with ``dtype``
     (float32 or float64), also that each kernel whose signatures depend on
     the precision has an entry for that precision.
     """
@@ -86,6 +88,9 @@ def cache_is_warm(dtype=None) -> bool:
             if path is None or not _os.path.exists(path):
                 return False
             index = cache_file._load_index()
+            # entries compiled for this target (CPU name and features: NUMBA_CPU_NAME / _FEATURES)
+            magic = d.targetctx.codegen().magic_tuple()
+            index = [key for key in index if len(key) > 1 and key[1] == magic]
             if not index:
                 return False
             if want is not None:
