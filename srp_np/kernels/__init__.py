@@ -62,8 +62,9 @@ def aligned(a):
 
 def _dispatchers():
     """The Numba dispatchers the simulator calls (inline helpers excluded)."""
+    from .. import ops
     from . import events, gather, spikes, synapses
-    return [events.dense_to_events, spikes.if_bits, spikes.if_bits_fast, spikes.bits_to_dense, spikes.pool_bits_dense,
+    return [ops._im2col, ops._rows_to_nchw, events.dense_to_events, spikes.if_bits, spikes.if_bits_fast, spikes.bits_to_dense, spikes.pool_bits_dense,
             spikes.pooled_counts, gather.gather_bits, gather.gather_if_bits, synapses.conv2d_events,
             synapses.linear_events, synapses.avgpool_events]
 
