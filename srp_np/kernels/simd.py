@@ -322,3 +322,51 @@ def _make_accumulate(BW: int, R: int, scaled: bool):
 ACC = {(BW, scaled): _make_accumulate(BW, R, scaled) for BW, R in BLOCKS for scaled in (False, True)}
 acc256, acc128, acc64, acc32, acc16, acc1 = (ACC[(bw, False)] for bw, _ in BLOCKS)
 acc256s, acc128s, acc64s, acc32s, acc16s, acc1s = (ACC[(bw, True)] for bw, _ in BLOCKS)
+
+
+# --------------------------------------------------------------------------- IF step on 16 neurons
+def _vec_ptr(builder, base, idx, vty):
+    return builder.bitcast(builder.gep(base, [idx], inbounds=True), vty.as_pointer())
+
+
+@intrinsic
+def if_step16(typingctx, v, vb, cur, cb, theta):
+    """One IF step (Eqs. 2-3, reset by subtraction) of the 16 neurons ``v[vb : vb+16]`` with
+    inputs ``cur[cb : cb+16]``, as one vector of each: ``u = v + x``; spike ``s = u ≥ θ``;
+    ``v = u − θ`` where s, else u. Returns the spikes as bits 0-15 of a uint64. The same
+    operations, in the same precision, as the scalar loop of :func:`.spikes.if_word`."""
+    if v.dtype != cur.dtype:
+        return None
+    sig = types.uint64(v, types.uint64, cur, types.uint64, v.dtype)
+
+    def codegen(context, builder, signature, args):
+        v_, vb_, cur_, cb_, th_ = args
+        fty = context.get_value_type(signature.args[0].dtype)
+        vty = ir.VectorType(fty, 16)
+        vdata = _array_data(context, builder, signature.args[0], v_)
+        cdata = _array_data(context, builder, signature.args[2], cur_)
+        vp = _vec_ptr(builder, vdata, vb_, vty)
+        u = builder.fadd(builder.load(vp, align=1), builder.load(_vec_ptr(builder, cdata, cb_, vty), align=1))
+        thv = _splat(builder, vty, th_)
+        s = builder.fcmp_ordered(">=", u, thv)
+        builder.store(builder.select(s, builder.fsub(u, thv), u), vp, align=1)
+        return builder.zext(builder.bitcast(s, ir.IntType(16)), ir.IntType(64))
+
+    return sig, codegen
+
+
+@intrinsic
+def keep16(typingctx, v, vb, thr):
+    """SRP keep-mask ``v(τ) > ε·θ`` of the 16 neurons ``v[vb : vb+16]`` as bits 0-15 of a uint64."""
+    sig = types.uint64(v, types.uint64, v.dtype)
+
+    def codegen(context, builder, signature, args):
+        v_, vb_, thr_ = args
+        fty = context.get_value_type(signature.args[0].dtype)
+        vty = ir.VectorType(fty, 16)
+        vdata = _array_data(context, builder, signature.args[0], v_)
+        s = builder.fcmp_ordered(">", builder.load(_vec_ptr(builder, vdata, vb_, vty), align=1),
+                                 _splat(builder, vty, thr_))
+        return builder.zext(builder.bitcast(s, ir.IntType(16)), ir.IntType(64))
+
+    return sig, codegen

@@ -14,6 +14,8 @@ from numba import njit, prange
 from numba.core import types
 from numba.extending import intrinsic
 
+from .simd import if_step16, keep16
+
 
 @intrinsic
 def cttz64(typingctx, x):
@@ -110,10 +112,15 @@ def if_bits(cur, static, B, S, tau, theta, half, thr_keep, P, C, pblock, record,
 @njit(cache=True, inline="always")
 def if_word(v, vb, cur, cb, n, theta):
     """One IF step (Eqs. 2-3, reset by subtraction) of the n ≤ 64 neurons ``v[vb + j]``
-    with inputs ``cur[cb + j]``; returns their spikes as bits j of a word. Branch-free,
-    so LLVM vectorises it."""
+    with inputs ``cur[cb + j]``; returns their spikes as bits j of a word. Each full 16
+    neurons are one vector step (:func:`.simd.if_step16`: a compare gives the 16 spike
+    bits at once), the rest a branch-free loop; both compute ``u = v + x``, ``u ≥ θ``,
+    ``u − θ`` in the same precision."""
     word = np.uint64(0)
-    for j in range(np.uint64(n)):
+    n16 = np.uint64(n) & ~np.uint64(15)
+    for k in range(np.uint64(0), n16, np.uint64(16)):
+        word |= if_step16(v, vb + k, cur, cb + k, theta) << k
+    for j in range(n16, np.uint64(n)):
         u_ = v[vb + j] + cur[cb + j]
         s = u_ >= theta
         v[vb + j] = u_ - theta if s else u_
@@ -123,9 +130,13 @@ def if_word(v, vb, cur, cb, n, theta):
 
 @njit(cache=True, inline="always")
 def keep_word(v, vb, n, thr_keep):
-    """SRP keep-mask (v(τ) > ε·θ) of the n ≤ 64 neurons ``v[vb + j]`` as bits j of a word."""
+    """SRP keep-mask (v(τ) > ε·θ) of the n ≤ 64 neurons ``v[vb + j]`` as bits j of a word
+    (16 at a time with :func:`.simd.keep16`)."""
     word = np.uint64(0)
-    for j in range(np.uint64(n)):
+    n16 = np.uint64(n) & ~np.uint64(15)
+    for k in range(np.uint64(0), n16, np.uint64(16)):
+        word |= keep16(v, vb + k, thr_keep) << k
+    for j in range(n16, np.uint64(n)):
         word |= np.uint64(v[vb + j] > thr_keep) << j
     return word
 
