@@ -11,8 +11,8 @@ import numpy as np
 
 from srp_np.errors import SrpError
 
-from .common import (announce_compilation, check_range, data_dir_option, data_option, dtype_option, limit_option,
-                     load_data_option, load_model_option, mask_eps_option, parse_dtype, progress_bar,
+from .common import (announce_compilation, check_range, data_dir_option, data_option, dtype_option, guard_outputs,
+                     limit_option, load_data_option, load_model_option, mask_eps_option, parse_dtype, progress_bar,
                      threads_option, use_threads_option, weights_option, write_json)
 
 json_option = click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
@@ -84,6 +84,7 @@ def sweep_cmd(weights, data, data_dir, taus, T, limit, dtype, mask_eps, threads,
     from srp_np.sweep import format_table, parse_int_list, sweep
 
     tau_list = parse_int_list(taus, "--tau")
+    guard_outputs({"--json": json_out, "--plot": plot}, weights=weights, data=data)
     check_range("--T", T, 1)
     dt = parse_dtype(dtype)
     with use_threads_option(threads):
@@ -161,6 +162,7 @@ def analyze_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, batch_s
     """
     from srp_np.analysis import analyze
 
+    guard_outputs({"--json": json_out, "--plot": plot}, weights=weights, data=data)
     check_range("--tau", tau, 1)
     check_range("--T", T, 1)
     check_range("--batch-size", batch_size, 1)
@@ -251,6 +253,7 @@ def report_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, e_ac, e_
     from srp_np.costs import cost_report
     from srp_np.simulator import Simulator
 
+    guard_outputs({"--json": json_out}, weights=weights, data=data)
     check_range("--tau", tau, 0)
     check_range("--T", T, 1)
     if not (e_ac >= 0 and e_mac >= 0):
@@ -299,6 +302,7 @@ def fig1_cmd(v0, plot, json_out):
     """
     from srp_np.explain import fig1, format_steps
 
+    guard_outputs({"--json": json_out, "--plot": plot})
     res = fig1(v0)
     if json_out != "-":
         click.echo(f"W = {res['W']}, a^(l-1) = phi^(l-1) = {res['a_prev']}, theta = lambda = {res['theta']}, "
@@ -339,6 +343,7 @@ def neuron_cmd(weights, data, data_dir, layer, index, image, tau, T, mask_eps, p
     """
     from srp_np.explain import CASE_TEXT, format_steps, neuron_trace
 
+    guard_outputs({"--json": json_out, "--plot": plot}, weights=weights, data=data)
     check_range("--tau", tau, 0)
     check_range("--T", T, 1)
     model = load_model_option(weights)
@@ -391,6 +396,7 @@ def theorem1_cmd(n, T, L, inputs, seed, json_out):
     """
     from srp_np.explain import theorem1_demo
 
+    guard_outputs({"--json": json_out})
     check_range("--n", n, 1)
     check_range("--T", T, 1)
     check_range("--L", L, 1)

@@ -82,17 +82,63 @@ def check_range(name: str, value, low=None):
 
 
 def check_output_path(path, option: str) -> None:
-    """Fail before any work is done if ``path`` cannot be written."""
-    if path is None:
-        return
-    p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise SrpError(f"cannot write {option} {p}: folder {parent} does not exist")
-    if p.is_dir():
-        raise SrpError(f"cannot write {option} {p}: it is a directory")
-    if not os.access(parent, os.W_OK):
-        raise SrpError(f"cannot write {option} {p}: folder {parent} is not writable")
+    """Fail before any work is done if ``path`` cannot be written (see :func:`check_outputs`)."""
+    check_outputs({option: path})
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_outputs(outputs: dict, inputs: dict | None = None) -> None:
+    """Refuse, before any work is done, every output path that could lose or corrupt data.
+
+    ``outputs`` and ``inputs`` map an option name (``"--json"``) to a path (or None;
+    ``"-"`` is standard output). An output is refused when its folder is missing or
+    not writable, when it names a directory, a device, a FIFO, a socket or a symbolic
+    link (the atomic rename would replace it with a regular file), when it is the same
+    file as an input, or when two outputs name the same file (one would be lost).
+    """
+    inputs = {k: v for k, v in (inputs or {}).items() if v not in (None, "", "-")}
+    seen = {}
+    for option, path in outputs.items():
+        if path is None or path == "-":
+            continue
+        if str(path) == "":
+            raise SrpError(f"{option} needs a file name")
+        p = Path(path)
+        parent = p.parent if str(p.parent) else Path(".")
+        if not parent.is_dir():
+            raise SrpError(f"cannot write {option} {p}: folder {parent} does not exist")
+        if p.is_symlink():
+            raise SrpError(f"cannot write {option} {p}: it is a symbolic link (give the file it points to)")
+        if p.is_dir():
+            raise SrpError(f"cannot write {option} {p}: it is a directory")
+        if p.exists() and not p.is_file():
+            raise SrpError(f"cannot write {option} {p}: it is not a regular file (a device, FIFO or socket)")
+        if not os.access(parent, os.W_OK):
+            raise SrpError(f"cannot write {option} {p}: folder {parent} is not writable")
+        for iopt, ipath in inputs.items():
+            if _same_file(p, Path(ipath)) or os.path.abspath(p) == os.path.abspath(ipath):
+                raise SrpError(f"{option} {p} is the {iopt} input file: writing it would destroy the input")
+        key = os.path.abspath(p)
+        if key in seen:
+            raise SrpError(f"{option} and {seen[key]} name the same file {p}: one would overwrite the other")
+        seen[key] = option
+
+
+def guard_outputs(outputs: dict, weights=None, data=None) -> None:
+    """:func:`check_outputs` against a command's input files (``--weights``, or the shipped
+    default model when it is not given, and ``--data``)."""
+    inputs = {"--data": data}
+    try:
+        inputs["--weights"] = weights if weights else default_weights_path()
+    except SrpError:
+        pass
+    check_outputs(outputs, inputs)
 
 
 def atomic_write_bytes(path, write) -> None:

@@ -13,17 +13,53 @@ import click
 from srp_np.errors import SrpError
 
 
+def _one_line(msg) -> str:
+    """``msg`` on one printable line: control characters (a newline or an ANSI escape inside a
+    model's op name, say) are shown escaped, never sent to the terminal raw."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in " ".join(str(msg).split("\n")))
+
+
 class SrpGroup(click.Group):
-    """A click group that reports user errors as one line instead of a traceback."""
+    """A click group with one error path for the whole CLI.
+
+    * A user error (bad input, a bad option, including click's own usage errors)
+      prints one line ``error: ...`` on stderr and exits with status 2.
+    * An internal error exits with status 1 and a short line asking to report
+      it (``SRP_NP_DEBUG=1`` shows the traceback).
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        import os
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except click.ClickException as e:
+            click.echo(f"error: {_one_line(e.format_message())}", err=True)
+            sys.exit(2)
+        except SrpError as e:
+            click.echo(f"error: {_one_line(e)}", err=True)
+            sys.exit(2)
+        except Exception as e:  # an internal error: a bug, not bad input
+            if os.environ.get("SRP_NP_DEBUG"):
+                raise
+            click.echo(f"internal error: {type(e).__name__}: {_one_line(e)} (this is a bug in srp-np: please "
+                       "report it with the command line; SRP_NP_DEBUG=1 shows the traceback)", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except SrpError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {_one_line(e)}", err=True)
             ctx.exit(2)
         except MemoryError:
-            click.echo("error: out of memory: try a smaller --batch-size", err=True)
+            click.echo("error: out of memory: try fewer images at once (--batch-size where the command has it) "
+                       "or a smaller τ+T", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

@@ -8,7 +8,7 @@ import numpy as np
 
 from srp_np.errors import SrpError
 
-from .common import (announce_compilation, atomic_write_bytes, batch_size_option, check_output_path, check_range,
+from .common import (announce_compilation, atomic_write_bytes, batch_size_option, check_range, guard_outputs,
                      data_dir_option,
                      data_option, dtype_option, limit_option, load_data_option, load_model_option, mask_eps_option,
                      parse_dtype, progress_bar, threads_option, use_threads_option, weights_option, write_json)
@@ -83,8 +83,7 @@ def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, limit,
     if mask_eps != mask_eps:
         raise SrpError("--mask-eps must be a number")
     dt = parse_dtype(dtype)
-    check_output_path(json_out, "--json")
-    check_output_path(save_outputs, "--save-outputs")
+    guard_outputs({"--json": json_out, "--save-outputs": save_outputs}, weights=weights, data=data)
     with use_threads_option(threads) as n_threads:
         model = load_model_option(weights)
         x, y, origin = load_data_option(model, data, data_dir, limit)

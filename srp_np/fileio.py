@@ -19,9 +19,10 @@ def atomic_write(path, write) -> None:
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise SrpError(f"cannot write {p}: folder {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=str(parent), prefix=f".{p.name}.", suffix=p.suffix or ".tmp")
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=str(parent), prefix=f".{p.name}.", suffix=p.suffix or ".tmp")
+        os.close(fd)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -30,5 +31,5 @@ def atomic_write(path, write) -> None:
     except OSError as e:
         raise SrpError(f"cannot write {p}: {e.strerror or e}") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)

@@ -27,11 +27,14 @@ def _plt():
 
 
 def _save(fig, path) -> str:
+    from .fileio import atomic_write
+
     p = Path(path)
-    if p.parent and not p.parent.exists():
-        p.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fig.savefig(p, dpi=120, bbox_inches="tight")
+        if p.parent and not p.parent.exists():
+            p.parent.mkdir(parents=True, exist_ok=True)
+        # written whole or not at all: an interrupted write never destroys an earlier picture
+        atomic_write(p, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format=p.suffix[1:] or "png"))
     except (OSError, ValueError) as e:
         raise SrpError(f"cannot write plot {p}: {e}") from None
     finally:
