@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .neuron import DEFAULT_MASK_EPS, if_init, if_step, srp_keep_mask
-from .ops import apply_linear_node
+from .ops import _int, apply_linear_node
 
 
 @dataclass
@@ -61,12 +61,20 @@ def simulate_dense(model, x, tau: int, T: int, dtype=np.float64, mask_eps: float
         res.input_sum[q["name"]] = np.zeros(shp, np.float64)
     acc = np.zeros((n, model.num_classes), dtype=np.float64)
 
+    static = {"input"}          # nodes that depend on the analog input only (computed as the ANN does)
+    for node in model.nodes:
+        if node["op"] != "qcfs" and all(s in static for s in node["inputs"]):
+            static.add(node["name"])
+
     def step(stage2: bool):
         values = {"input": x}
         for node in model.nodes:
             name = node["name"]
             ins = [values[s] for s in node["inputs"]]
-            if node["op"] == "qcfs":
+            if node["op"] == "avgpool2d" and name not in static:
+                values[name] = avgpool_in_tap_order(ins[0], _int(node["kernel"]),
+                                                    _int(node.get("stride", node["kernel"])))
+            elif node["op"] == "qcfs":
                 cur = ins[0]
                 out, s, state[name] = if_step(cur, state[name], dtype(node["threshold"]), masks[name])
                 if stage2:
@@ -96,3 +104,21 @@ def simulate_dense(model, x, tau: int, T: int, dtype=np.float64, mask_eps: float
     for q in qnodes:
         res.v_final[q["name"]] = state[q["name"]].v
     return res
+
+
+def avgpool_in_tap_order(x: np.ndarray, k: int, stride: int) -> np.ndarray:
+    """Average pool (no padding) of N×C×H×W that sums each window in tap order (dy, dx)
+    from +0, then divides by k².
+
+    This is the order in which the event-driven simulator pools a time-varying value
+    (spike maps and currents alike), so the two agree bit for bit even where a 1-ulp
+    difference would flip a spike at an exact tie (NumPy's ``mean`` groups the sum
+    differently). The value is the mean of Eq. 2's θ·s over the window either way.
+    """
+    N, C, H, W = x.shape
+    Ho, Wo = (H - k) // stride + 1, (W - k) // stride + 1
+    acc = np.zeros((N, C, Ho, Wo), dtype=x.dtype)
+    for dy in range(k):
+        for dx in range(k):
+            acc += x[:, :, dy:dy + stride * (Ho - 1) + 1:stride, dx:dx + stride * (Wo - 1) + 1:stride]
+    return acc / x.dtype.type(k * k)
