@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
+import zipfile
 from importlib import resources
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
@@ -27,6 +28,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import SrpError
+from .fileio import READ_ERRORS, npy_member_header, open_regular, read_npy_member
+from .limits import check_memory
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagenet")
 
@@ -69,28 +72,48 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dt
 
 
 def read_idx(path) -> np.ndarray:
-    """Read an idx file (optionally gzip-compressed), as used by (Fashion-)MNIST."""
+    """Read an idx file (optionally gzip-compressed), as used by (Fashion-)MNIST.
+
+    The header is read first and the size it declares checked against the memory
+    available before the data is read (or decompressed). A FIFO or device is refused."""
     path = Path(path)
-    try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise SrpError(f"{path}: no such file") from None
-    except (OSError, EOFError) as e:
-        raise SrpError(f"{path}: cannot read idx file ({e})") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise SrpError(f"{path}: not an idx file (bad magic number)")
-    dtype = np.dtype(_IDX_DTYPES[data[2]])
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise SrpError(f"{path}: truncated idx header")
-    shape = struct.unpack(">" + "I" * ndim, data[4:header])
-    count = int(np.prod(shape)) if ndim else 1
-    if len(data) - header != count * dtype.itemsize:
+    with open_regular(path, "idx file") as raw:
+        try:
+            f = gzip.GzipFile(fileobj=raw, mode="rb") if path.suffix == ".gz" else raw
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+                raise SrpError(f"{path}: not an idx file (bad magic number)")
+            dtype = np.dtype(_IDX_DTYPES[head[2]])
+            ndim = head[3]
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise SrpError(f"{path}: truncated idx header")
+            shape = struct.unpack(">" + "I" * ndim, dims)
+            nbytes = (int(np.prod(shape, dtype=object)) if ndim else 1) * dtype.itemsize
+            check_memory(2 * nbytes, f"{path}: idx data of shape {list(shape)}", "this file is too large")
+            data = f.read(nbytes + 1)
+        except SrpError:
+            raise
+        except READ_ERRORS as e:
+            raise SrpError(f"{path}: cannot read idx file ({type(e).__name__}: {e})") from None
+    if len(data) != nbytes:
         raise SrpError(f"{path}: idx file size does not match its header shape {shape}")
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _idx_images(x: np.ndarray, where) -> np.ndarray:
+    """idx images as uint8 (integer pixels 0..255) or float32 (float pixels in [0, 1]);
+    anything else is refused rather than converted into garbage."""
+    if x.dtype == np.uint8:
+        return x
+    with np.errstate(all="ignore"):
+        if np.issubdtype(x.dtype, np.integer):
+            if x.size and (x.min() < 0 or x.max() > 255):
+                raise SrpError(f"{where}: integer idx images must hold pixels 0..255")
+            return x.astype(np.uint8)
+        if x.size and (not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 1):
+            raise SrpError(f"{where}: float idx images must hold raw pixels in [0, 1]")
+        return x.astype(np.float32)
 
 
 def _find(directory: Path, stem: str) -> Path:
@@ -113,7 +136,11 @@ def load_fashion_mnist(split: str = "test", data_dir: Optional[str] = None):
     y = read_idx(_find(d, f"{prefix}-labels-idx1-ubyte"))
     if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
         raise SrpError(f"{d}: Fashion-MNIST {split} images {x.shape} and labels {y.shape} do not match")
-    return np.ascontiguousarray(x[:, None].astype(np.uint8)), y.astype(np.int64)
+    if 0 in x.shape[1:]:
+        raise SrpError(f"{d}: Fashion-MNIST {split} images are {x.shape[1]}x{x.shape[2]}: empty")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise SrpError(f"{d}: Fashion-MNIST {split} labels must be integers, got {y.dtype}")
+    return np.ascontiguousarray(_idx_images(x, d)[:, None]), y.astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- CIFAR
@@ -137,11 +164,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def _load_cifar_pickle(path: Path) -> dict:
+    if not path.exists():
+        raise SrpError(f"{path}: no such file (expected the CIFAR python-version batches)")
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, "CIFAR batch") as f:
             d = _RestrictedUnpickler(f, encoding="bytes").load()
-    except FileNotFoundError:
-        raise SrpError(f"{path}: no such file (expected the CIFAR python-version batches)") from None
+    except SrpError:
+        raise
     except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
         raise SrpError(f"{path}: not a CIFAR python batch ({type(e).__name__}: {e})") from None
     if not isinstance(d, dict):
@@ -153,11 +182,19 @@ def _cifar_arrays(path: Path, label_key: str):
     d = _load_cifar_pickle(path)
     if "data" not in d or label_key not in d:
         raise SrpError(f"{path}: CIFAR batch lacks 'data' or '{label_key}'")
-    data = np.asarray(d["data"])
-    labels = np.asarray(d[label_key], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != labels.shape[0]:
-        raise SrpError(f"{path}: CIFAR batch has data of shape {data.shape} for {labels.shape[0]} labels")
-    return data.astype(np.uint8).reshape(-1, 3, 32, 32), labels
+    try:
+        with np.errstate(all="ignore"):
+            data = np.asarray(d["data"])
+            labels = np.asarray(d[label_key])
+    except (ValueError, TypeError, OverflowError, RecursionError) as e:
+        raise SrpError(f"{path}: CIFAR batch holds malformed arrays ({type(e).__name__})") from None
+    if not np.issubdtype(data.dtype, np.integer) or not np.issubdtype(labels.dtype, np.integer):
+        raise SrpError(f"{path}: CIFAR batch must hold integer data and labels, got {data.dtype} and {labels.dtype}")
+    if data.ndim != 2 or data.shape[1] != 3072 or labels.ndim != 1 or data.shape[0] != labels.shape[0]:
+        raise SrpError(f"{path}: CIFAR batch has data of shape {data.shape} for labels of shape {labels.shape}")
+    if data.size and (data.min() < 0 or data.max() > 255):
+        raise SrpError(f"{path}: CIFAR batch pixels must lie in 0..255")
+    return data.astype(np.uint8).reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
 def load_cifar(name: str, split: str = "test", data_dir: Optional[str] = None):
@@ -233,21 +270,30 @@ def load_image_folder(root, size: int = 224, resize: int = 256, limit: Optional[
 # ----------------------------------------------------------------------------- npz
 
 def load_npz_data(path):
-    """An ``.npz`` with ``x`` (N x C x H x W, uint8 or float in [0, 1]) and ``y`` (N labels)."""
+    """An ``.npz`` with ``x`` (N x C x H x W, uint8 or float in [0, 1]) and ``y`` (N labels).
+
+    Only ``x`` and ``y`` are read, after their declared sizes have been checked against
+    the memory available; a FIFO or device is refused before anything is read."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if "x" not in f.files or "y" not in f.files:
-                raise SrpError(f"{path}: data file needs arrays 'x' and 'y', has {sorted(f.files)}")
-            x, y = f["x"], f["y"]
-    except SrpError:
-        raise
-    except FileNotFoundError:
-        raise SrpError(f"{path}: no such file") from None
-    except Exception as e:  # noqa: BLE001
-        raise SrpError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    with open_regular(path, "data file") as f:
+        try:
+            with zipfile.ZipFile(f) as zf:
+                members = {(i.filename[:-4] if i.filename.endswith(".npy") else i.filename): i
+                           for i in zf.infolist()}
+                if "x" not in members or "y" not in members:
+                    raise SrpError(f"{path}: data file needs arrays 'x' and 'y', has {sorted(members)[:10]}")
+                heads = {k: npy_member_header(zf, members[k]) for k in ("x", "y")}
+                total = sum(int(np.prod(s, dtype=object)) * dt.itemsize for s, dt in heads.values())
+                check_memory(2 * total, f"{path}: data arrays x, y", "this data file is too large (split it)")
+                x, y = read_npy_member(zf, members["x"]), read_npy_member(zf, members["y"])
+        except SrpError:
+            raise
+        except READ_ERRORS as e:
+            raise SrpError(f"{path}: not a readable .npz file ({type(e).__name__}: {str(e)[:120]})") from None
     if x.ndim != 4:
         raise SrpError(f"{path}: x must be N x C x H x W, got shape {x.shape}")
+    if 0 in x.shape[1:]:
+        raise SrpError(f"{path}: x holds empty images (shape {x.shape})")
     if y.ndim != 1 or len(y) != len(x):
         raise SrpError(f"{path}: y must hold one label per image ({len(x)}), got shape {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
@@ -255,8 +301,9 @@ def load_npz_data(path):
     if x.dtype == np.uint8:
         pass
     elif np.issubdtype(x.dtype, np.floating):
-        if x.size and (not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 1):
-            raise SrpError(f"{path}: float x must lie in [0, 1] (raw pixels, before normalisation)")
+        with np.errstate(all="ignore"):
+            if x.size and (not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 1):
+                raise SrpError(f"{path}: float x must lie in [0, 1] (raw pixels, before normalisation)")
         x = x.astype(np.float32)
     else:
         raise SrpError(f"{path}: x must be uint8 or float in [0, 1], got {x.dtype}")
@@ -308,6 +355,8 @@ def fit_to_shape(x: np.ndarray, input_shape: Sequence[int]) -> np.ndarray:
     if x.ndim != 4:
         raise SrpError(f"images must be N x C x H x W, got shape {x.shape}")
     n, c, h, w = x.shape
+    if 0 in (c, h, w):
+        raise SrpError(f"images of shape {c}x{h}x{w} are empty")
     if (c, h, w) == (C, H, W):
         return x
     if c != C:

@@ -30,6 +30,7 @@ arrays, shapes, cycles and dangling references) and raises
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,16 @@ from typing import Any
 import numpy as np
 
 from .errors import SrpError
-from .fileio import atomic_write
+from .fileio import READ_ERRORS, atomic_write, npy_member_header, open_regular, read_npy_member
+from .limits import MAX_INT, check_memory, format_bytes
+
+#: Deepest JSON nesting a graph may have (a valid one has 4 levels: graph, nodes, node, inputs).
+MAX_JSON_DEPTH = 32
+
+#: Largest ``graph`` entry (JSON text) read from a model file.
+MAX_GRAPH_BYTES = 256 * 2**20
+
+_F32 = np.finfo(np.float32)
 
 FORMAT = "srp-np/1"
 OPS = ("conv2d", "linear", "avgpool2d", "flatten", "add", "qcfs")
@@ -127,13 +137,51 @@ def _pair(v, what: str) -> int:
             raise SrpError(f"{what} must be a single int or a square pair, got {v!r}")
         v = v[0]
     if not isinstance(v, int) or isinstance(v, bool):
-        raise SrpError(f"{what} must be an integer, got {v!r}")
+        raise SrpError(f"{what} must be an integer, got {_short(v)}")
+    if abs(v) > MAX_INT:
+        raise SrpError(f"{what} is out of range: {_short(v)}")
     return v
+
+
+def _short(v, n: int = 60) -> str:
+    """``repr(v)`` cut to ``n`` characters (error lines stay short whatever the file holds)."""
+    try:
+        r = repr(v)
+    except (ValueError, RecursionError):      # e.g. an int too long to print
+        r = f"<{type(v).__name__}>"
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _as_float(v) -> float:
+    """``float(v)``, with a JSON integer too large for a float becoming ``inf``."""
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
+
+
+def _check_threshold(th, where: str) -> None:
+    """θ must be a finite positive number that float32 holds as a normal number."""
+    ok = _is_number(th)
+    if ok:
+        f = _as_float(th)
+        ok = math.isfinite(f) and _F32.tiny <= f <= _F32.max
+    if not ok:
+        raise SrpError(f"{where}: threshold must be a positive number representable in float32 "
+                       f"({_F32.tiny:.3g} to {_F32.max:.3g}), got {_short(th)}")
 
 
 def _infer_shape(model_arrays: dict, node: dict, in_shapes: list) -> tuple:
     name, op = node["name"], node["op"]
-    where = f"node {name!r} ({op})"
+    where = f"node {_short(name)} ({_short(op, 20)})"
 
     def arr(key):
         k = node.get(key)
@@ -142,8 +190,11 @@ def _infer_shape(model_arrays: dict, node: dict, in_shapes: list) -> tuple:
         if not isinstance(k, str):
             raise SrpError(f"{where}: {key} must be an array key or null")
         if k not in model_arrays:
-            raise SrpError(f"{where}: array {k!r} is missing from the file")
-        return model_arrays[k]
+            raise SrpError(f"{where}: array {_short(k)} is missing from the file")
+        a = model_arrays[k]
+        if a.size == 0:
+            raise SrpError(f"{where}: array {_short(k)} is empty (shape {a.shape})")
+        return a
 
     if op in ("conv2d", "linear", "avgpool2d", "flatten", "qcfs") and len(in_shapes) != 1:
         raise SrpError(f"{where}: expects exactly one input, got {len(in_shapes)}")
@@ -195,18 +246,36 @@ def _infer_shape(model_arrays: dict, node: dict, in_shapes: list) -> tuple:
         if len(in_shapes) < 2:
             raise SrpError(f"{where}: needs at least two inputs")
         if any(tuple(s) != tuple(in_shapes[0]) for s in in_shapes):
-            raise SrpError(f"{where}: input shapes differ: {[list(s) for s in in_shapes]}")
+            raise SrpError(f"{where}: input shapes differ: {_short([list(s) for s in in_shapes], 120)}")
         return tuple(in_shapes[0])
     if op == "qcfs":
-        th = node.get("threshold")
-        if not isinstance(th, (int, float)) or isinstance(th, bool) or not np.isfinite(th) or th <= 0:
-            raise SrpError(f"{where}: threshold must be a positive number, got {th!r}")
+        _check_threshold(node.get("threshold"), where)
         return tuple(in_shapes[0])
-    raise SrpError(f"{where}: unknown op {op!r} (known: {', '.join(OPS)})")
+    raise SrpError(f"{where}: unknown op {_short(op)} (known: {', '.join(OPS)})")
+
+
+def _check_array_values(key: str, a: np.ndarray) -> None:
+    """A parameter array must be floating point and hold float32 numbers: finite, within
+    float32's range, and every nonzero value a normal float32 (no overflow, no underflow)."""
+    if a.dtype.kind != "f":
+        raise SrpError(f"array {_short(key)} must be floating point, got {a.dtype}")
+    with np.errstate(all="ignore"):
+        if not np.all(np.isfinite(a)):
+            raise SrpError(f"array {_short(key)} contains NaN or infinite values")
+        mag = np.abs(a)
+        if a.size and float(mag.max()) > _F32.max:
+            raise SrpError(f"array {_short(key)} has values beyond float32's range (|v| > {_F32.max:.3g})")
+        if np.any((mag < _F32.tiny) & (mag != 0)):
+            raise SrpError(f"array {_short(key)} has nonzero values below float32's smallest normal number "
+                           f"({_F32.tiny:.3g}): they would underflow")
 
 
 def validate_graph(graph: Any, arrays: dict) -> dict:
     """Check a graph against the ``srp-np/1`` contract; return the node shapes.
+
+    Runs in time linear in the number of nodes. Besides the structure, every size
+    (input shape, node outputs) is checked against :data:`srp_np.limits.MAX_INT` and
+    one image's values against the memory available (:func:`srp_np.limits.check_memory`).
 
     Raises
     ------
@@ -217,65 +286,136 @@ def validate_graph(graph: Any, arrays: dict) -> dict:
         raise SrpError("graph must be a JSON object")
     fmt = graph.get("format")
     if fmt != FORMAT:
-        raise SrpError(f"unsupported model format {fmt!r} (this version reads {FORMAT!r})")
+        raise SrpError(f"unsupported model format {_short(fmt)} (this version reads {FORMAT!r})")
     for key in ("input_shape", "num_classes", "L", "preprocess", "nodes", "output"):
         if key not in graph:
             raise SrpError(f"graph is missing the field {key!r}")
+    for key in ("arch", "dataset"):
+        if graph.get(key) is not None and not isinstance(graph[key], str):
+            raise SrpError(f"{key} must be a string, got {_short(graph[key])}")
     ish = graph["input_shape"]
     if (not isinstance(ish, list) or len(ish) != 3
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in ish)):
-        raise SrpError(f"input_shape must be [C, H, W] of positive ints, got {ish!r}")
+            or not all(_is_int(v) and 0 < v <= MAX_INT for v in ish)):
+        raise SrpError(f"input_shape must be [C, H, W] of positive ints (at most {MAX_INT}), got {_short(ish)}")
     k = graph["num_classes"]
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise SrpError(f"num_classes must be a positive int, got {k!r}")
+    if not _is_int(k) or not 1 <= k <= MAX_INT:
+        raise SrpError(f"num_classes must be a positive int, got {_short(k)}")
     L = graph["L"]
-    if not isinstance(L, int) or isinstance(L, bool) or L < 1:
-        raise SrpError(f"L must be a positive int, got {L!r}")
+    if not _is_int(L) or not 1 <= L <= MAX_INT:
+        raise SrpError(f"L must be a positive int, got {_short(L)}")
     pre = graph["preprocess"]
     if not isinstance(pre, dict) or "mean" not in pre or "std" not in pre:
         raise SrpError("preprocess must be {\"mean\": [C], \"std\": [C]}")
     for key in ("mean", "std"):
         v = pre[key]
-        if not isinstance(v, list) or len(v) != ish[0] or not all(isinstance(a, (int, float)) for a in v):
+        if not isinstance(v, list) or len(v) != ish[0] or not all(_is_number(a) for a in v):
             raise SrpError(f"preprocess.{key} must list {ish[0]} numbers (one per input channel)")
-    if any(s <= 0 for s in pre["std"]):
-        raise SrpError("preprocess.std must be positive")
+        if not all(math.isfinite(_as_float(a)) for a in v):
+            raise SrpError(f"preprocess.{key} must be finite numbers, got {_short(v)}")
+    for m, s in zip(pre["mean"], pre["std"]):
+        m, s = _as_float(m), _as_float(s)
+        if not s > 0:
+            raise SrpError("preprocess.std must be positive")
+        # a raw pixel in [0, 1] must normalise to a finite float32 number
+        if max(abs(m), abs(1.0 - m)) / s > _F32.max or s < _F32.tiny:
+            raise SrpError(f"preprocess mean {m:g} / std {s:g} would overflow float32 on pixels in [0, 1]")
     nodes = graph["nodes"]
     if not isinstance(nodes, list) or not nodes:
         raise SrpError("nodes must be a non-empty list")
+    out = graph["output"]
+    if not isinstance(out, str):
+        raise SrpError(f"output must be the name of a node, got {_short(out)}")
     shapes = {"input": tuple(ish)}
     for i, node in enumerate(nodes):
         if not isinstance(node, dict) or not isinstance(node.get("name"), str) or "op" not in node:
             raise SrpError(f"node #{i} must be an object with a name and an op")
         name = node["name"]
         if name in shapes:
-            raise SrpError(f"node name {name!r} is used twice")
+            raise SrpError(f"node name {_short(name)} is used twice")
         ins = node.get("inputs")
         if not isinstance(ins, list) or not ins or not all(isinstance(s, str) for s in ins):
-            raise SrpError(f"node {name!r}: inputs must be a non-empty list of node names")
-        later = {n.get("name") for n in nodes[i:] if isinstance(n, dict)}
+            raise SrpError(f"node {_short(name)}: inputs must be a non-empty list of node names")
         for src in ins:
             if src not in shapes:
-                if src in later:
-                    raise SrpError(f"node {name!r} uses {src!r} before it is computed "
+                # only on error: is it a later node (order or cycle) or no node at all?
+                later = any(isinstance(n, dict) and n.get("name") == src for n in nodes[i:])
+                if later:
+                    raise SrpError(f"node {_short(name)} uses {_short(src)} before it is computed "
                                    "(nodes are not in topological order, or the graph has a cycle)")
-                raise SrpError(f"node {name!r} uses unknown input {src!r}")
-        shapes[name] = _infer_shape(arrays, node, [shapes[s] for s in ins])
-    out = graph["output"]
+                raise SrpError(f"node {_short(name)} uses unknown input {_short(src)}")
+        shape = _infer_shape(arrays, node, [shapes[s] for s in ins])
+        size = math.prod(shape)
+        if size < 1 or size > MAX_INT:
+            raise SrpError(f"node {_short(name)}: output shape {list(shape)} has {size} values per image "
+                           f"(must be 1 to {MAX_INT})")
+        shapes[name] = shape
     if out not in shapes or out == "input":
-        raise SrpError(f"output node {out!r} is not a node of the graph")
+        raise SrpError(f"output node {_short(out)} is not a node of the graph")
     if shapes[out] != (k,):
-        raise SrpError(f"output node {out!r} has shape {list(shapes[out])}, expected [{k}] (num_classes)")
+        raise SrpError(f"output node {_short(out)} has shape {list(shapes[out])}, expected [{k}] (num_classes)")
     for key, a in arrays.items():
-        if a.dtype.kind != "f":
-            raise SrpError(f"array {key!r} must be floating point, got {a.dtype}")
-        if not np.all(np.isfinite(a)):
-            raise SrpError(f"array {key!r} contains NaN or infinite values")
+        _check_array_values(key, a)
+    # one image, every node's values in float64 at once: the least any simulation needs
+    per_image = 8 * sum(math.prod(s) for s in shapes.values())
+    check_memory(per_image, f"one image through this model ({len(nodes)} nodes)",
+                 "the model's input_shape or layer sizes are too large for this machine")
     return shapes
+
+
+def _json_depth_ok(obj, limit: int) -> bool:
+    """True when ``obj`` nests no deeper than ``limit`` (iterative: no recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if d > limit:
+            return False
+        if isinstance(o, dict):
+            stack.extend((v, d + 1) for v in o.values())
+        elif isinstance(o, list):
+            stack.extend((v, d + 1) for v in o)
+    return True
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_graph_json(text: str, where: str = "graph") -> Any:
+    """Parse the ``graph`` JSON strictly: no ``NaN``/``Infinity`` literals, nesting at most
+    :data:`MAX_JSON_DEPTH` levels (deeper input is refused, never a recursion error)."""
+    try:
+        graph = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise SrpError(f"{where}: the 'graph' JSON is nested too deeply") from None
+    except (ValueError, TypeError) as e:
+        raise SrpError(f"{where}: the 'graph' entry is not valid JSON ({_short(str(e), 120)})") from None
+    if not _json_depth_ok(graph, MAX_JSON_DEPTH):
+        raise SrpError(f"{where}: the 'graph' JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+    return graph
+
+
+_READ_ERRORS = READ_ERRORS
+
+
+def graph_array_keys(graph) -> set:
+    """The array keys a (possibly invalid) graph references: ``weight`` and ``bias`` of its nodes."""
+    keys = set()
+    nodes = graph.get("nodes") if isinstance(graph, dict) else None
+    for node in nodes if isinstance(nodes, list) else ():
+        if isinstance(node, dict):
+            for attr in ("weight", "bias"):
+                if isinstance(node.get(attr), str):
+                    keys.add(node[attr])
+    return keys
 
 
 def load_model(path) -> Model:
     """Load and validate an ``srp-np/1`` model file.
+
+    Only the arrays the graph references are read; each one's declared size (its
+    ``.npy`` header inside the zip) is checked against the memory available before
+    it is decompressed, so a small file cannot expand into a huge unused array.
+    A FIFO, device or folder is refused before anything is read.
 
     Parameters
     ----------
@@ -289,30 +429,66 @@ def load_model(path) -> Model:
     Raises
     ------
     SrpError
-        If the file is missing, not an ``.npz``, corrupt, or violates the format.
+        If the file is missing, not an ``.npz``, corrupt, too large for the memory
+        available, or violates the format.
     """
     p = Path(path)
-    if not p.exists():
-        raise SrpError(f"model file not found: {p}")
-    if p.is_dir():
-        raise SrpError(f"model path is a directory, not an .npz file: {p}")
+    with open_regular(p, "model file") as f:
+        if f.read(6) == b"\x93NUMPY":
+            raise SrpError(f"{p} is a single .npy array, not an srp-np model (.npz)")
+        f.seek(0)
+        try:
+            zf = zipfile.ZipFile(f)
+        except _READ_ERRORS as e:
+            raise SrpError(f"cannot read model file {p}: not a valid .npz ({_reason(e)})") from None
+        with zf:
+            try:
+                members = {}
+                for info in zf.infolist():
+                    key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                    members[key] = info
+                if "graph" not in members:
+                    raise SrpError(f"{p} is not an srp-np model: it has no 'graph' entry")
+                ginfo = members.pop("graph")
+                if ginfo.file_size > MAX_GRAPH_BYTES:
+                    raise SrpError(f"{p}: the 'graph' entry declares {format_bytes(ginfo.file_size)} "
+                                   f"(at most {format_bytes(MAX_GRAPH_BYTES)})")
+                gshape, gdtype = npy_member_header(zf, ginfo)
+                if gdtype.kind not in "US" or gshape not in ((), (1,)) or not 0 < gdtype.itemsize <= MAX_GRAPH_BYTES:
+                    raise SrpError(f"{p}: the 'graph' entry must be a JSON string, got a {gdtype} array "
+                                   f"of shape {gshape}")
+                g = read_npy_member(zf, ginfo)
+                text = g.reshape(()).item()
+                if isinstance(text, bytes):
+                    text = text.decode("utf-8")
+                graph = parse_graph_json(text, str(p))
+                wanted = sorted(k for k in graph_array_keys(graph) if k in members)
+                headers = {k: npy_member_header(zf, members[k]) for k in wanted}
+                total = 0
+                for k, (shape, dtype) in headers.items():
+                    if dtype.kind != "f":
+                        raise SrpError(f"{p}: array {_short(k)} must be floating point, got {dtype}")
+                    total += math.prod(shape) * dtype.itemsize
+                check_memory(2 * total, f"{p}: the arrays the graph uses ({format_bytes(total)} declared)",
+                             "this model is too large for this machine")
+                arrays = {k: read_npy_member(zf, members[k]) for k in wanted}
+            except SrpError:
+                raise
+            except _READ_ERRORS as e:
+                raise SrpError(f"cannot read model file {p}: not a valid .npz ({_reason(e)})") from None
+    for k, a in arrays.items():
+        if a.dtype == np.float16:
+            arrays[k] = a.astype(np.float32)
     try:
-        with np.load(p, allow_pickle=False) as f:
-            files = dict(f.items())
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise SrpError(f"cannot read model file {p}: not a valid .npz ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
-    if "graph" not in files:
-        raise SrpError(f"{p} is not an srp-np model: it has no 'graph' entry")
-    g = files.pop("graph")
-    try:
-        graph = json.loads(str(g.item() if g.ndim == 0 else g))
-    except (ValueError, TypeError) as e:
-        raise SrpError(f"{p}: the 'graph' entry is not valid JSON ({e})")
-    try:
-        shapes = validate_graph(graph, files)
+        shapes = validate_graph(graph, arrays)
     except SrpError as e:
         raise SrpError(f"{p}: {e}") from None
-    return Model(graph=graph, arrays=files, shapes=shapes, path=str(p))
+    return Model(graph=graph, arrays=arrays, shapes=shapes, path=str(p))
+
+
+def _reason(e: BaseException) -> str:
+    s = str(e).splitlines()
+    return (s[0][:117] + "..." if len(s[0]) > 120 else s[0]) if s and s[0] else type(e).__name__
 
 
 def save_model(path, graph: dict, arrays: dict) -> Model:
