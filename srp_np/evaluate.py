@@ -206,6 +206,12 @@ def evaluate(model, x_raw, y, tau: int, T: int, dtype=np.float32, mask_eps: floa
     x = prepare_inputs(model, x_raw)
     y = np.asarray(y)
     sim = simulator or Simulator(model, dtype)
+    from .limits import check_memory
+
+    # all batches' results are kept (T×N×classes outputs, joined at the end) on top of one batch's run
+    check_memory(sim.memory_needed(min(len(x), batch_size), tau, T) + 2 * 8 * int(T) * len(x) * model.num_classes,
+                 f"simulating τ+T = {int(tau)}+{int(T)} steps on {len(x)} image(s)",
+                 "use a smaller τ+T (--tau, --T) or fewer images (--limit)")
     t0 = time.perf_counter()
     logits = ann_logits(model, x, threads=threads)
     ann_seconds = time.perf_counter() - t0

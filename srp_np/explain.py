@@ -18,8 +18,12 @@ import numpy as np
 from .analysis import CASES, DEFAULT_RTOL, classify
 from .analytic import qcfs, theorem1_holds
 from .errors import SrpError
+from .limits import check_memory
 from .neuron import DEFAULT_MASK_EPS, if_init, if_step, srp_keep_mask
 from .ops import apply_linear_node
+
+#: Bytes a neuron trace keeps per step (its record, then the text or JSON written from it).
+TRACE_BYTES_PER_STEP = 2048
 
 # ----------------------------------------------------------------------------- Fig. 1
 
@@ -164,6 +168,11 @@ def neuron_trace(model, x_image, layer: str, index, tau: int, T: int, mask_eps: 
     tau, T = int(tau), int(T)
     if tau < 0 or T < 1:
         raise SrpError("need tau >= 0 and T >= 1")
+    if not np.isfinite(mask_eps):
+        raise SrpError(f"mask_eps must be a finite number, got {mask_eps}")
+    # one record per step (a dict of ~12 numbers, then its line of text or JSON): ~2 KiB each
+    check_memory(TRACE_BYTES_PER_STEP * (tau + T), f"tracing τ+T = {tau}+{T} steps",
+                 "use a smaller τ+T (--tau, --T)")
     shape = model.shapes[layer]
     idx = parse_index(index, shape) if isinstance(index, str) else tuple(index)
     x = np.asarray(x_image, dtype=dtype)
@@ -249,6 +258,11 @@ def theorem1_demo(n: int = 2000, T: int = 8, L: int | None = None, n_in: int = 4
     """
     L = int(T if L is None else L)
     T = int(T)
+    if n < 1 or T < 1 or n_in < 1 or L < 1:
+        raise SrpError("need n, T, n_in and L >= 1")
+    # spikes (n × n_in × T), currents and temporaries, float64
+    check_memory(8 * int(n) * int(T) * (int(n_in) + 4), f"{n} examples × {n_in} inputs × T = {T} steps",
+                 "use a smaller --n, --inputs or --T")
     g = np.random.default_rng(rng)
     W = g.normal(0.15, 0.7, size=(n, n_in))
     k = g.integers(0, T + 1, size=(n, n_in))

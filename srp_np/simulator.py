@@ -28,6 +28,10 @@ lets every kernel run in parallel over frames.
 
 The semantics are exactly those of :func:`srp_np.reference.simulate_dense`
 (float64: spike for spike; float32: the same arithmetic in single precision).
+The one difference in grouping: a k×k pool (k = stride, k² ≤ 4) of spikes in
+front of a conv is folded into it as θ/k²·Σ count·w, where the reference
+computes Σ (count·θ/k²)·w; an ulp of difference flips a spike only at an exact
+tie v = θ (see ``tests/test_differential.py``).
 Results do not depend on the batch size, the chunking or the thread count.
 """
 from __future__ import annotations
@@ -258,6 +262,7 @@ class Simulator:
         self._buf_of = {}        # id(array handed out) -> its byte buffer
         self._refs = {}          # id(array handed out) -> number of live values holding it
         self._consumers = {}
+        by_name = model.node_by_name     # built once: set-up stays linear in the number of nodes
         for node in model.nodes:
             for s in node["inputs"]:
                 self._consumers[s] = self._consumers.get(s, 0) + 1
@@ -266,7 +271,7 @@ class Simulator:
         for node in model.nodes:
             src = node["inputs"][0] if node["op"] == "qcfs" else None
             if src is not None and src not in self.static and src != model.output \
-                    and self._consumers.get(src) == 1 and self.model.node_by_name[src]["op"] == "conv2d":
+                    and self._consumers.get(src) == 1 and by_name[src]["op"] == "conv2d":
                 self._fuse_if[src] = node
         # conv → add → IF (a ResNet block's second conv or its 1×1 shortcut conv, whichever comes
         # later): conv → (add node, IF node, name of the add's other input)
@@ -274,7 +279,7 @@ class Simulator:
         order = {"input": -1, **{node["name"]: i for i, node in enumerate(model.nodes)}}
         for node in model.nodes:
             src = node["inputs"][0] if node["op"] == "qcfs" else None
-            add = self.model.node_by_name.get(src)
+            add = by_name.get(src)
             if add is None or add["op"] != "add" or len(add["inputs"]) != 2 or src in self.static \
                     or src == model.output or self._consumers.get(src) != 1:
                 continue
@@ -283,7 +288,7 @@ class Simulator:
                 a, o = o, a
             for conv, other in ((a, o), (o, a)):
                 if conv != other and conv not in self.static and self._consumers.get(conv) == 1 \
-                        and self.model.node_by_name[conv]["op"] == "conv2d" and conv != model.output:
+                        and by_name[conv]["op"] == "conv2d" and conv != model.output:
                     self._fuse_res[conv] = (add, node, other)
                     break
 
@@ -309,6 +314,29 @@ class Simulator:
             if node["op"] != "qcfs" and all(s in static for s in node["inputs"]):
                 static.add(node["name"])
         return static
+
+    def memory_needed(self, n: int, tau: int, T: int, record: bool = False) -> int:
+        """Estimated peak bytes of :meth:`run` on ``n`` images (Python ints: exact however large).
+
+        Frame-major buffers grow with τ+T (a chunk holds at least one image: τ+T frames of the
+        widest node, a few alive at once, plus a per-thread current buffer of the fused
+        conv → IF kernels); the outputs with T·n·classes; ``record`` adds per-neuron arrays."""
+        S = max(1, int(tau) + int(T))
+        frame = S * self.max_width * np.dtype(self.dtype).itemsize
+        per_chunk = frame * (3 * max(1, min(int(n), self.images_per_chunk(S))) + _NT)
+        outputs = 2 * 8 * max(0, int(T)) * int(n) * self.model.num_classes
+        rec = 0
+        if record:
+            rec = 5 * 8 * int(n) * sum(math.prod(self.model.shapes[q["name"]]) for q in self.model.qcfs_nodes)
+        return per_chunk + outputs + rec
+
+    def check_memory(self, n: int, tau: int, T: int, record: bool = False) -> None:
+        """Refuse a run that cannot fit in the memory available, before allocating anything."""
+        from .limits import check_memory
+
+        check_memory(self.memory_needed(n, tau, T, record),
+                     f"simulating τ+T = {int(tau)}+{int(T)} steps on {int(n)} image(s)",
+                     "use a smaller τ+T (--tau, --T) or fewer images at once")
 
     def images_per_chunk(self, S: int) -> int:
         per_image = S * self.max_width * np.dtype(self.dtype).itemsize
@@ -338,11 +366,14 @@ class Simulator:
             raise SrpError(f"tau must be >= 0, got {tau}")
         if T < 1:
             raise SrpError(f"T must be >= 1, got {T}")
+        if not np.isfinite(mask_eps):
+            raise SrpError(f"mask_eps must be a finite number, got {mask_eps}")
         x = np.asarray(x)
         if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.model.input_shape):
             raise SrpError(f"input shape {list(x.shape[1:])} does not match the model's "
                            f"input_shape {list(self.model.input_shape)}")
         n = x.shape[0]
+        self.check_memory(n, tau, T, record)
         step = self.images_per_chunk(tau + T)
         parts = []
         for s in range(0, n, step):
