@@ -4,15 +4,14 @@ Registered on the main group by :func:`register` (called from ``cli/main.py``).
 """
 from __future__ import annotations
 
-import json
 
 import click
 import numpy as np
 
 from srp_np.errors import SrpError
 
-from .common import (announce_compilation, check_range, data_dir_option, data_option, dtype_option, guard_outputs,
-                     limit_option, load_data_option, load_model_option, mask_eps_option, parse_dtype, progress_bar,
+from .common import (announce_compilation, check_range, data_dir_option, data_option, dtype_option, finite_float,
+                     guard_outputs, json_text, limit_option, load_data_option, load_model_option, mask_eps_option, parse_dtype, progress_bar,
                      threads_option, use_threads_option, weights_option, write_json)
 
 json_option = click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
@@ -29,7 +28,7 @@ def _prepare(model, x_raw) -> np.ndarray:
 
 def _emit_json(json_out, obj) -> None:
     if json_out == "-":
-        click.echo(json.dumps(obj, indent=2))
+        click.echo(json_text(obj))
     else:
         write_json(json_out, obj)
 
@@ -231,9 +230,9 @@ def _table(head, rows) -> list:
 @limit_option
 @dtype_option
 @mask_eps_option
-@click.option("--e-ac", type=float, default=0.9, show_default=True,
+@click.option("--e-ac", type=float, default=0.9, show_default=True, callback=finite_float,
               help="Energy per accumulate (synaptic operation) in pJ (45 nm fp32 add, Horowitz ISSCC 2014).")
-@click.option("--e-mac", type=float, default=4.6, show_default=True,
+@click.option("--e-mac", type=float, default=4.6, show_default=True, callback=finite_float,
               help="Energy per multiply-accumulate in pJ (45 nm fp32 mult+add, Horowitz ISSCC 2014).")
 @threads_option
 @json_option
@@ -288,7 +287,7 @@ def explain_group():
 
 
 @explain_group.command("fig1")
-@click.option("--v0", type=float, default=None, help="Initial membrane (default θ/2, Algorithm 1).")
+@click.option("--v0", type=float, default=None, callback=finite_float, help="Initial membrane (default θ/2, Algorithm 1).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the picture (PNG) here.")
 @json_option
 def fig1_cmd(v0, plot, json_out):

@@ -30,7 +30,11 @@ def default_weights_path() -> Path:
 def load_model_option(weights) -> "srp_np.model.Model":
     from srp_np.model import load_model
 
-    return load_model(weights if weights else default_weights_path())
+    if weights is None:
+        return load_model(default_weights_path())
+    if str(weights) == "":
+        raise SrpError("--weights needs a file name (omit the option for the shipped model)")
+    return load_model(weights)
 
 
 def load_data_option(model, data: str | None, data_dir: str | None, limit: int | None):
@@ -39,9 +43,16 @@ def load_data_option(model, data: str | None, data_dir: str | None, limit: int |
     Without ``--data`` the data set the model names is used (the shipped
     Fashion-MNIST test split for Fashion-MNIST models).
     """
-    from srp_np import datasets
+    import math
 
-    if data:
+    from srp_np import datasets
+    from srp_np.limits import check_memory
+
+    if data is not None and str(data) == "":
+        raise SrpError("--data needs a file name (omit the option for the model's own data set)")
+    if data_dir is not None and str(data_dir) == "":
+        raise SrpError("--data-dir needs a folder name")
+    if data is not None:
         x, y = datasets.load_npz_data(data)
         origin = str(data)
     else:
@@ -59,6 +70,9 @@ def load_data_option(model, data: str | None, data_dir: str | None, limit: int |
         x, y = x[:limit], y[:limit]
     if len(x) == 0:
         raise SrpError("the data set holds no images")
+    # the float copies of the images (raw, padded, normalised) made before any simulation
+    check_memory(24 * len(x) * math.prod(model.input_shape), f"{len(x)} images of {list(model.input_shape)}",
+                 "evaluate fewer images at once (--limit)")
     x = datasets.fit_to_shape(x, model.input_shape)
     if y.min() < 0 or y.max() >= model.num_classes:
         raise SrpError(f"labels must lie in [0, {model.num_classes - 1}] for this model, "
@@ -135,7 +149,7 @@ def guard_outputs(outputs: dict, weights=None, data=None) -> None:
     default model when it is not given, and ``--data``)."""
     inputs = {"--data": data}
     try:
-        inputs["--weights"] = weights if weights else default_weights_path()
+        inputs["--weights"] = weights if weights is not None else default_weights_path()
     except SrpError:
         pass
     check_outputs(outputs, inputs)
@@ -148,11 +162,40 @@ def atomic_write_bytes(path, write) -> None:
     atomic_write(path, write)
 
 
+def json_safe(obj):
+    """``obj`` with every non-finite float (NaN, ±Infinity, e.g. an images/s over zero seconds)
+    replaced by ``None`` and NumPy scalars and arrays turned into Python values, so that the
+    JSON written is valid JSON (``null``, never ``NaN``/``Infinity``)."""
+    import math
+
+    def conv(o):
+        if isinstance(o, dict):
+            return {str(k): conv(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [conv(v) for v in o]
+        if isinstance(o, np.ndarray):
+            return conv(o.tolist())
+        if isinstance(o, np.generic):
+            o = o.item()
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        return o
+
+    return conv(obj)
+
+
+def json_text(obj) -> str:
+    """The JSON text srp-np writes: :func:`json_safe`, indented, strict (no NaN/Infinity)."""
+    return json.dumps(json_safe(obj), indent=2, allow_nan=False)
+
+
 def write_json(path, obj) -> None:
+    """Write ``obj`` as JSON atomically; non-finite numbers become ``null`` (see :func:`json_safe`)."""
+    text = json_text(obj) + "\n"
+
     def w(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
+            f.write(text)
 
     atomic_write_bytes(path, w)
 
@@ -185,7 +228,14 @@ data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), d
 limit_option = click.option("--limit", type=int, default=None, help="Evaluate only the first N images.")
 dtype_option = click.option("--dtype", default="float32", show_default=True,
                             help="float32, or float64 (exact oracle mode).")
-mask_eps_option = click.option("--mask-eps", type=float, default=1e-3, show_default=True,
+def finite_float(ctx, param, value):
+    """click callback: a float option must be a finite number (no nan, inf)."""
+    if value is not None and not np.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, got {value}", ctx=ctx, param=param)
+    return value
+
+
+mask_eps_option = click.option("--mask-eps", type=float, default=1e-3, show_default=True, callback=finite_float,
                                help="SRP keeps a neuron iff v(τ) > ε·θ (authors' code; the paper writes v(τ) ≥ 0).")
 batch_size_option = click.option("--batch-size", "-b", type=int, default=64, show_default=True,
                                  help="Images per simulator call (results do not depend on it).")
