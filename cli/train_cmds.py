@@ -74,6 +74,9 @@ def train_cmd(arch, dataset, data_dir, download, L, epochs, batch_size, lr, weig
     _require_torch()
     from srp_np.train.train import train
 
+    from .common import check_outputs
+
+    _run(lambda: check_outputs({"--out": out, "--checkpoint": checkpoint}))
     _run(lambda: train(arch=arch, dataset=dataset, out=out, data_dir=data_dir, L=L, epochs=epochs,
                        batch_size=batch_size, lr=lr, weight_decay=weight_decay, width=width, seed=seed,
                        threads=threads, limit_batches=limit_batches, checkpoint=checkpoint,
@@ -98,6 +101,10 @@ def export_cmd(checkpoint, arch, dataset, num_classes, in_channels, input_size, 
     """Fold BN and write CHECKPOINT as an srp-np/1 model file."""
     _require_torch()
     from srp_np.train.export import export_checkpoint
+
+    from .common import check_outputs
+
+    _run(lambda: check_outputs({"--out": out}, {"--checkpoint": checkpoint}))
 
     def go():
         graph = export_checkpoint(checkpoint, arch, out, dataset=dataset, num_classes=num_classes,

@@ -344,8 +344,13 @@ def export_checkpoint(path, arch: str, out, dataset: Optional[str] = None, num_c
         raise SrpError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
     if dataset is not None:
         dataset = ds.normalize_name(dataset)
+    from srp_np.fileio import open_regular
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with open_regular(path, "checkpoint") as f:       # a FIFO or device is refused, never read
+            obj = torch.load(f, map_location="cpu", weights_only=True)
+    except SrpError:
+        raise
     except FileNotFoundError:
         raise SrpError(f"{path}: no such file") from None
     except IsADirectoryError:

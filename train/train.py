@@ -129,6 +129,8 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
         raise SrpError("epochs, batch size and L must be >= 1 and width > 0")
     if resume and not checkpoint:
         raise SrpError("--resume needs --checkpoint")
+    if checkpoint and os.path.exists(checkpoint) and not os.path.isfile(checkpoint):
+        raise SrpError(f"--checkpoint {checkpoint} is not a regular file (a folder, FIFO or device): refused")
     if threads:
         torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
@@ -154,15 +156,29 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
               "limit_batches": None if limit_batches is None else int(limit_batches)}
     start_epoch, history = 0, []
     if resume and os.path.exists(checkpoint):
-        ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        from srp_np.fileio import open_regular
+
+        with open_regular(checkpoint, "checkpoint") as f:
+            try:
+                ck = torch.load(f, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - unpickling errors come in many types
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+                raise SrpError(f"{checkpoint}: cannot load as a weights-only torch checkpoint ({first})") from None
+        keys = ("config", "model", "optimizer", "generator", "epoch")
+        if not isinstance(ck, dict) or not all(k in ck for k in keys) or not isinstance(ck["config"], dict):
+            raise SrpError(f"{checkpoint}: not a checkpoint of srp-np train (needs {', '.join(keys)})")
         for k in ("arch", "dataset", "L", "width", "batch_size", "seed"):
             if ck["config"].get(k) != config[k]:
                 raise SrpError(f"{checkpoint}: checkpoint has {k}={ck['config'].get(k)!r}, "
                                f"this run has {config[k]!r}")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        gen.set_state(ck["generator"])
-        start_epoch, history = int(ck["epoch"]), list(ck.get("history", []))
+        try:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            gen.set_state(ck["generator"])
+            start_epoch, history = int(ck["epoch"]), list(ck.get("history", []))
+        except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+            raise SrpError(f"{checkpoint}: checkpoint does not fit this run ({type(e).__name__}: {first})") from None
         log(f"resumed from {checkpoint} after epoch {start_epoch}")
     padding, flip, cut = AUGMENT[dataset]
     n = len(xtr)
