@@ -274,6 +274,8 @@ def load_npz_data(path):
 
     Only ``x`` and ``y`` are read, after their declared sizes have been checked against
     the memory available; a FIFO or device is refused before anything is read."""
+    if str(path) == "":
+        raise SrpError("data file: empty file name")
     path = Path(path)
     with open_regular(path, "data file") as f:
         try:

@@ -49,6 +49,7 @@ MAX_JSON_DEPTH = 32
 MAX_GRAPH_BYTES = 256 * 2**20
 
 _F32 = np.finfo(np.float32)
+_F32_TINY, _F32_MAX = float(_F32.tiny), float(_F32.max)   # Python floats: comparisons never warn
 
 FORMAT = "srp-np/1"
 OPS = ("conv2d", "linear", "avgpool2d", "flatten", "add", "qcfs")
@@ -173,10 +174,10 @@ def _check_threshold(th, where: str) -> None:
     ok = _is_number(th)
     if ok:
         f = _as_float(th)
-        ok = math.isfinite(f) and _F32.tiny <= f <= _F32.max
+        ok = math.isfinite(f) and _F32_TINY <= f <= _F32_MAX
     if not ok:
         raise SrpError(f"{where}: threshold must be a positive number representable in float32 "
-                       f"({_F32.tiny:.3g} to {_F32.max:.3g}), got {_short(th)}")
+                       f"({_F32_TINY:.3g} to {_F32_MAX:.3g}), got {_short(th)}")
 
 
 def _infer_shape(model_arrays: dict, node: dict, in_shapes: list) -> tuple:
@@ -263,11 +264,11 @@ def _check_array_values(key: str, a: np.ndarray) -> None:
         if not np.all(np.isfinite(a)):
             raise SrpError(f"array {_short(key)} contains NaN or infinite values")
         mag = np.abs(a)
-        if a.size and float(mag.max()) > _F32.max:
-            raise SrpError(f"array {_short(key)} has values beyond float32's range (|v| > {_F32.max:.3g})")
-        if np.any((mag < _F32.tiny) & (mag != 0)):
+        if a.size and float(mag.max()) > _F32_MAX:
+            raise SrpError(f"array {_short(key)} has values beyond float32's range (|v| > {_F32_MAX:.3g})")
+        if np.any((mag < _F32_TINY) & (mag != 0)):
             raise SrpError(f"array {_short(key)} has nonzero values below float32's smallest normal number "
-                           f"({_F32.tiny:.3g}): they would underflow")
+                           f"({_F32_TINY:.3g}): they would underflow")
 
 
 def validate_graph(graph: Any, arrays: dict) -> dict:
@@ -317,7 +318,7 @@ def validate_graph(graph: Any, arrays: dict) -> dict:
         if not s > 0:
             raise SrpError("preprocess.std must be positive")
         # a raw pixel in [0, 1] must normalise to a finite float32 number
-        if max(abs(m), abs(1.0 - m)) / s > _F32.max or s < _F32.tiny:
+        if max(abs(m), abs(1.0 - m)) / s > _F32_MAX or s < _F32_TINY:
             raise SrpError(f"preprocess mean {m:g} / std {s:g} would overflow float32 on pixels in [0, 1]")
     nodes = graph["nodes"]
     if not isinstance(nodes, list) or not nodes:
@@ -432,6 +433,8 @@ def load_model(path) -> Model:
         If the file is missing, not an ``.npz``, corrupt, too large for the memory
         available, or violates the format.
     """
+    if str(path) == "":
+        raise SrpError("model file: empty file name")
     p = Path(path)
     with open_regular(p, "model file") as f:
         if f.read(6) == b"\x93NUMPY":
