@@ -205,3 +205,113 @@ def test_names_and_stats():
     assert ds.dataset_stats("fashion-mnist") == ([0.2860], [0.3530])
     with pytest.raises(SrpError, match="unknown data set"):
         ds.normalize_name("mnist")
+
+
+# ----------------------------------------------------------------------------- issue 11: hostile data files
+
+def _returns_in_time(fn, timeout=20):
+    import threading
+
+    out = {}
+
+    def go():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # noqa: BLE001
+            out["error"] = e
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "blocked"
+    return out
+
+
+def test_fifo_inputs_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for fn in (lambda: ds.load_npz_data(fifo), lambda: ds.read_idx(fifo)):
+        out = _returns_in_time(fn)
+        assert isinstance(out.get("error"), SrpError) and "not a regular file" in str(out["error"])
+    root = tmp_path / "c"
+    root.mkdir()
+    os.mkfifo(root / "test_batch")
+    out = _returns_in_time(lambda: ds.load_cifar("cifar10", "test", str(root)))
+    assert isinstance(out.get("error"), SrpError) and "not a regular file" in str(out["error"])
+
+
+def _write_idx_typed(path, arr, code):
+    arr = np.asarray(arr)
+    header = bytes([0, 0, code, arr.ndim]) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
+    path.write_bytes(header + arr.astype(arr.dtype.newbyteorder(">")).tobytes())
+
+
+def test_float_idx_images_kept_or_refused(tmp_path):
+    rng = np.random.default_rng(3)
+    xf = rng.random((5, 28, 28)).astype(np.float32)
+    _write_idx_typed(tmp_path / "t10k-images-idx3-ubyte", xf, 0x0D)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(5, dtype=np.uint8), compress=False)
+    x, y = ds.load_fashion_mnist("test", str(tmp_path))
+    assert x.dtype == np.float32 and x.shape == (5, 1, 28, 28)
+    np.testing.assert_array_equal(x[:, 0], xf)            # not turned black by a uint8 cast
+    _write_idx_typed(tmp_path / "t10k-images-idx3-ubyte", xf * 255, 0x0D)
+    with pytest.raises(SrpError, match=r"float idx images must hold raw pixels in \[0, 1\]"):
+        ds.load_fashion_mnist("test", str(tmp_path))
+    _write_idx_typed(tmp_path / "t10k-images-idx3-ubyte", (xf * 1000).astype(np.int32), 0x0C)
+    with pytest.raises(SrpError, match="0..255"):
+        ds.load_fashion_mnist("test", str(tmp_path))
+    _write_idx_typed(tmp_path / "t10k-images-idx3-ubyte", np.zeros((5, 0, 0), np.uint8), 0x08)
+    with pytest.raises(SrpError, match="empty"):
+        ds.load_fashion_mnist("test", str(tmp_path))
+
+
+def test_idx_declared_size_checked_before_reading(tmp_path, monkeypatch):
+    header = bytes([0, 0, 0x08, 3]) + struct.pack(">III", 2**31, 2**16, 2**16)
+    with gzip.open(tmp_path / "huge.gz", "wb") as f:
+        f.write(header + b"\0" * 100)
+    with pytest.raises(SrpError, match="more than the .* available"):
+        ds.read_idx(tmp_path / "huge.gz")
+
+
+@pytest.mark.parametrize("batch, message", [
+    ({b"data": ["a", "b"], b"labels": [1, 2]}, "integer data"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": {"a": 1}}, "integer data|malformed"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [[1, 2], [3]]}, "malformed|integer"),
+    ({b"data": np.full((2, 3072), 300), b"labels": [1, 2]}, "0..255"),
+    ({b"data": np.zeros((2, 3072), np.float64), b"labels": [1, 2]}, "integer data"),
+    ({b"data": np.zeros((2, 3071), np.uint8), b"labels": [1, 2]}, "shape"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1, 2, 3]}, "shape"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [[1], [2]]}, "shape"),
+    ({b"data": [[10 ** 30] * 3072] * 2, b"labels": [1, 2]}, "integer data|malformed|0..255"),
+    ([1, 2, 3], "not a dict"),
+])
+def test_malformed_cifar_batches(tmp_path, batch, message):
+    root = tmp_path / "c"
+    root.mkdir()
+    with open(root / "test_batch", "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+    with pytest.raises(SrpError, match=message) as e:
+        ds.load_cifar("cifar10", "test", str(root))
+    assert "\n" not in str(e.value)
+
+
+def test_npz_data_hostile(tmp_path, monkeypatch):
+    np.savez(tmp_path / "empty_images.npz", x=np.zeros((3, 1, 0, 0), np.uint8), y=np.zeros(3, np.int64))
+    with pytest.raises(SrpError, match="empty images"):
+        ds.load_npz_data(tmp_path / "empty_images.npz")
+    with pytest.raises(SrpError, match="empty file name"):
+        ds.load_npz_data("")
+    np.save(tmp_path / "x.npy", np.zeros(3))
+    with pytest.raises(SrpError, match="not a readable .npz"):
+        ds.load_npz_data(tmp_path / "x.npy")
+    with pytest.raises(SrpError, match="empty"):
+        ds.fit_to_shape(np.zeros((2, 1, 0, 0), np.uint8), (1, 28, 28))
+    # only x and y are read, after their declared sizes were checked
+    np.savez_compressed(tmp_path / "big.npz", x=np.zeros((4, 1, 512, 512), np.uint8), y=np.zeros(4, np.int64),
+                        junk=np.zeros(2**24, np.float32))
+    monkeypatch.setenv("SRP_NP_MEMORY_LIMIT", str(4 * 2**20))
+    x, y = ds.load_npz_data(tmp_path / "big.npz")
+    assert x.shape == (4, 1, 512, 512)
+    monkeypatch.setenv("SRP_NP_MEMORY_LIMIT", str(2**20))
+    with pytest.raises(SrpError, match="more than the .* available"):
+        ds.load_npz_data(tmp_path / "big.npz")
