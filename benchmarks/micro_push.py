@@ -23,20 +23,14 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+from srp_np.kernels.simd import _CNT8, _POS8, _array_data as _arr_ty, _splat  # noqa: E402
+from srp_np.kernels.spikes import cttz64 as cttz  # noqa: E402
+
+
 def _arr(context, builder, ty, val):
-    return cgutils.create_struct_proxy(ty)(context, builder, value=val).data
+    return _arr_ty(context, builder, ty, val)
 
-def _splat(builder, vty, x):
-    i32 = ir.IntType(32)
-    v = builder.insert_element(ir.Constant(vty, None), x, ir.Constant(i32, 0))
-    return builder.shuffle_vector(v, ir.Constant(vty, None), ir.Constant(ir.VectorType(i32, vty.count), [0] * vty.count))
-
-TAB = np.zeros((256, 8), np.uint8)
-for b in range(256):
-    k = 0
-    for c in range(8):
-        if b >> c & 1:
-            TAB[b, k] = c; k += 1
 
 def make(variant):
     def push(typingctx, lst, n, word, base, stride):
@@ -71,9 +65,9 @@ def make(variant):
             # table
             v8 = ir.VectorType(i32, 8); b8 = ir.VectorType(i8, 8)
             if variant == "tablec":
-                ctab = cgutils.global_constant(mod, "srp_cnt8", ir.Constant(ir.ArrayType(i8, 256), bytearray(bytes(bin(b).count("1") for b in range(256)))))
+                ctab = cgutils.global_constant(mod, "srp_cnt8", ir.Constant(ir.ArrayType(i8, 256), bytearray(_CNT8)))
                 ctabp = builder.bitcast(ctab, i8.as_pointer())
-            tab = cgutils.global_constant(mod, "srp_tab8", ir.Constant(ir.ArrayType(i8, 2048), bytearray(TAB.tobytes())))
+            tab = cgutils.global_constant(mod, "srp_tab8", ir.Constant(ir.ArrayType(i8, 2048), bytearray(_POS8)))
             tabp = builder.bitcast(tab, i8.as_pointer())
             sv = _splat(builder, v8, s32)
             for ch in range(8):
@@ -110,13 +104,6 @@ if len(sys.argv) < 2:
 
 variant = sys.argv[1]
 if variant == "cttz":
-    from numba.extending import intrinsic as _i
-    @intrinsic
-    def cttz(typingctx, x):
-        sig = types.uint64(types.uint64)
-        def cg(context, builder, s, a):
-            return builder.cttz(a[0], ir.Constant(ir.IntType(1), 1))
-        return sig, cg
     @njit(inline="always")
     def P(lst, n, word, base, stride):
         while word != 0:
