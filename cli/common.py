@@ -235,8 +235,17 @@ def finite_float(ctx, param, value):
     return value
 
 
-mask_eps_option = click.option("--mask-eps", type=float, default=1e-3, show_default=True, callback=finite_float,
-                               help="SRP keeps a neuron iff v(τ) > ε·θ (authors' code; the paper writes v(τ) ≥ 0).")
+def mask_eps_value(ctx, param, value):
+    """click callback for --mask-eps: a finite fraction of θ in [-1, 1]."""
+    if value is not None and not (np.isfinite(value) and -1.0 <= value <= 1.0):
+        raise click.BadParameter(f"must be a finite number in [-1, 1] (a fraction of the threshold), got {value}",
+                                 ctx=ctx, param=param)
+    return value
+
+
+mask_eps_option = click.option("--mask-eps", type=float, default=1e-3, show_default=True, callback=mask_eps_value,
+                               help="SRP keeps a neuron iff v(τ) > ε·θ (authors' code; the paper writes v(τ) ≥ 0); "
+                                    "ε in [-1, 1].")
 batch_size_option = click.option("--batch-size", "-b", type=int, default=64, show_default=True,
                                  help="Images per simulator call (results do not depend on it).")
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=None,

@@ -168,8 +168,8 @@ def neuron_trace(model, x_image, layer: str, index, tau: int, T: int, mask_eps: 
     tau, T = int(tau), int(T)
     if tau < 0 or T < 1:
         raise SrpError("need tau >= 0 and T >= 1")
-    if not np.isfinite(mask_eps):
-        raise SrpError(f"mask_eps must be a finite number, got {mask_eps}")
+    if not (np.isfinite(mask_eps) and -1.0 <= mask_eps <= 1.0):
+        raise SrpError(f"mask_eps must be a finite number in [-1, 1] (a fraction of θ), got {mask_eps}")
     # one record per step (a dict of ~12 numbers, then its line of text or JSON): ~2 KiB each
     check_memory(TRACE_BYTES_PER_STEP * (tau + T), f"tracing τ+T = {tau}+{T} steps",
                  "use a smaller τ+T (--tau, --T)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -11,8 +12,10 @@ from pathlib import Path
 from .errors import SrpError
 
 #: What reading a corrupt zip / .npy / gzip stream can raise (all mean: a bad file).
+#: (numpy parses a ``.npy`` header with ``tokenize`` and ``ast.literal_eval``: TokenError, SyntaxError.)
 READ_ERRORS = (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, NotImplementedError,
-               struct.error, RuntimeError, TypeError, KeyError, ArithmeticError, UnicodeDecodeError)
+               struct.error, RuntimeError, TypeError, LookupError, AttributeError, ArithmeticError,
+               UnicodeDecodeError, SyntaxError, tokenize.TokenError)
 
 
 def atomic_write(path, write) -> None:

@@ -366,8 +366,8 @@ class Simulator:
             raise SrpError(f"tau must be >= 0, got {tau}")
         if T < 1:
             raise SrpError(f"T must be >= 1, got {T}")
-        if not np.isfinite(mask_eps):
-            raise SrpError(f"mask_eps must be a finite number, got {mask_eps}")
+        if not (np.isfinite(mask_eps) and -1.0 <= mask_eps <= 1.0):
+            raise SrpError(f"mask_eps must be a finite number in [-1, 1] (a fraction of θ), got {mask_eps}")
         x = np.asarray(x)
         if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.model.input_shape):
             raise SrpError(f"input shape {list(x.shape[1:])} does not match the model's "

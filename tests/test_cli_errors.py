@@ -107,7 +107,7 @@ def test_tau_T_limit_follows_available_memory(model_files, monkeypatch):
 def test_mask_eps_must_be_finite(model_files, cmd, value):
     d = model_files
     out = _one_error_line(run(*cmd, "-w", d / "model.npz", "-d", d / "data.npz", "--limit", 2, "--mask-eps", value))
-    assert "--mask-eps" in out and "finite" in out
+    assert "--mask-eps" in out and "finite number in [-1, 1]" in out
 
 
 @pytest.mark.parametrize("args", [["--e-ac", "nan"], ["--e-mac", "inf"]])
