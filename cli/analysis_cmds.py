@@ -381,7 +381,7 @@ def neuron_cmd(weights, data, data_dir, layer, index, image, tau, T, mask_eps, p
 @click.option("--T", "T", type=int, default=8, show_default=True, help="Time steps.")
 @click.option("--L", "L", type=int, default=None, help="QCFS steps (default: T, the theorem's precondition).")
 @click.option("--inputs", type=int, default=4, show_default=True, help="Presynaptic neurons per example.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed (>= 0).")
 @json_option
 def theorem1_cmd(n, T, L, inputs, seed, json_out):
     """Check Theorem 1 on random single-layer examples, with counts.

@@ -203,3 +203,30 @@ def test_json_output_never_holds_nan_or_infinity(tmp_path):
     strict = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON output"))
     assert strict == {"a": None, "b": [None, None, 1.5], "c": 3, "d": {"e": [None, 2.0]}, "f": None}
     assert json.loads(json_text(obj)) == strict
+
+
+@pytest.mark.parametrize("args", [["explain", "theorem1", "--seed", "-1"], ["explain", "theorem1", "--n", 10 ** 18],
+                                  ["explain", "theorem1", "--inputs", 10 ** 18], ["explain", "fig1", "--v0", "nan"]])
+def test_explain_options_are_one_line(args):
+    _one_error_line(run(*args))
+
+
+def test_malformed_cifar_batch_through_the_cli(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    from srp_np.model import save_model
+    from srp_np.testing import random_vgg
+
+    m = random_vgg(input_shape=(3, 32, 32), widths=(2,), fc=8, rng=0)
+    m.graph["dataset"] = "cifar10"
+    save_model(tmp_path / "c.npz", m.graph, m.arrays)
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    for batch in ({b"data": [["x"] * 3072], b"labels": [1]}, {b"data": np.zeros((1, 3072)), b"labels": ["a"]},
+                  {b"data": np.zeros((2, 3072), np.int64) + 999, b"labels": [1, 2]}, [1, 2]):
+        with open(root / "test_batch", "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+        out = _one_error_line(run("run", "-w", tmp_path / "c.npz", "--data-dir", tmp_path, "--T", 1))
+        assert "CIFAR" in out
