@@ -456,6 +456,9 @@ def load_model(path) -> Model:
                 if ginfo.file_size > MAX_GRAPH_BYTES:
                     raise SrpError(f"{p}: the 'graph' entry declares {format_bytes(ginfo.file_size)} "
                                    f"(at most {format_bytes(MAX_GRAPH_BYTES)})")
+                # parsed JSON takes several times its text's size in Python objects
+                check_memory(8 * ginfo.file_size, f"{p}: the 'graph' entry ({format_bytes(ginfo.file_size)})",
+                             "this model's graph is too large for this machine")
                 gshape, gdtype = npy_member_header(zf, ginfo)
                 if gdtype.kind not in "US" or gshape not in ((), (1,)) or not 0 < gdtype.itemsize <= MAX_GRAPH_BYTES:
                     raise SrpError(f"{p}: the 'graph' entry must be a JSON string, got a {gdtype} array "
