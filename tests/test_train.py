@@ -196,3 +196,32 @@ def test_tiny_cifar10_training(tmp_path):
     r = CliRunner().invoke(train_cmd, ["--arch", "resnet18", "--dataset", "fashion-mnist", "--download",
                                        "--data-dir", str(tmp_path), "--out", str(tmp_path / "x.npz")])
     assert r.exit_code == 2 and "--download is only for cifar" in r.output
+
+
+def test_foreign_or_fifo_checkpoint_is_one_error_line(tmp_path):
+    """issue 11: train --resume from a foreign checkpoint, or a FIFO as --checkpoint (train and
+    export): one 'error:' line, exit 2, nothing blocks."""
+    torch = pytest.importorskip("torch")
+    import os
+
+    from srp_np.cli.main import cli
+
+    data = write_fmnist_dir(tmp_path / "fm", n_train=16, n_test=8)
+    base = ["train", "--arch", "resnet20", "--dataset", "fashion-mnist", "--data-dir", data, "--epochs", "1",
+            "--limit-batches", "1", "--width", "0.125", "--no-progress", "--out", str(tmp_path / "m.npz")]
+    for i, obj in enumerate(({"weight": torch.zeros(3)}, {"config": 5, "model": {}, "optimizer": {},
+                                                           "generator": torch.zeros(1), "epoch": 1}, [1, 2])):
+        ck = tmp_path / f"foreign{i}.pth"
+        torch.save(obj, ck)
+        r = CliRunner().invoke(cli, base + ["--checkpoint", str(ck), "--resume"])
+        lines = r.output.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.output
+        assert "checkpoint" in lines[0]
+    fifo = tmp_path / "fifo.pth"
+    os.mkfifo(fifo)
+    for args in (base + ["--checkpoint", str(fifo), "--resume"],
+                 ["export", "--checkpoint", str(fifo), "--arch", "resnet20", "--out", str(tmp_path / "e.npz")]):
+        r = CliRunner().invoke(cli, args)
+        lines = r.output.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1 and "not a regular file" in lines[0], r.output
+    assert not (tmp_path / "m.npz").exists()
