@@ -248,11 +248,13 @@ def load_image_folder(root, size: int = 224, resize: int = 256, limit: Optional[
         raise SrpError(f"{root}: no images found in the class subfolders")
     if limit is not None:
         items = items[:limit]
+    check_memory(len(items) * 3 * size * size * 8, f"{root}: {len(items)} images of 3x{size}x{size}",
+                 "evaluate fewer images (--limit)")
     x = np.empty((len(items), 3, size, size), np.uint8)
     y = np.empty(len(items), np.int64)
     for i, (p, ci) in enumerate(items):
         try:
-            with Image.open(p) as im:
+            with open_regular(p, "image") as fh, Image.open(fh) as im:    # a FIFO named x.jpg never blocks
                 im = im.convert("RGB")
                 w, h = im.size
                 s = resize / min(w, h)
@@ -261,8 +263,10 @@ def load_image_folder(root, size: int = 224, resize: int = 256, limit: Optional[
                 left, top = (nw - size) // 2, (nh - size) // 2
                 im = im.crop((left, top, left + size, top + size))
                 x[i] = np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
-        except (OSError, ValueError) as e:
-            raise SrpError(f"{p}: cannot read image ({e})") from None
+        except SrpError:
+            raise
+        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+            raise SrpError(f"{p}: cannot read image ({type(e).__name__}: {str(e)[:120]})") from None
         y[i] = ci
     return x, y
 

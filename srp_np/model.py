@@ -356,8 +356,13 @@ def validate_graph(graph: Any, arrays: dict) -> dict:
         raise SrpError(f"output node {_short(out)} has shape {list(shapes[out])}, expected [{k}] (num_classes)")
     for key, a in arrays.items():
         _check_array_values(key, a)
-    # one image, every node's values in float64 at once: the least any simulation needs
+    # one image, every node's values in float64 at once, or the largest conv's im2col matrix
+    # (input windows × kernel, float64 in the exact modes): the least any simulation needs
     per_image = 8 * sum(math.prod(s) for s in shapes.values())
+    for node in nodes:
+        if node["op"] == "conv2d":
+            w = arrays[node["weight"]]
+            per_image = max(per_image, 8 * math.prod(w.shape[1:]) * math.prod(shapes[node["name"]][1:]))
     check_memory(per_image, f"one image through this model ({len(nodes)} nodes)",
                  "the model's input_shape or layer sizes are too large for this machine")
     return shapes

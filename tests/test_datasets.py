@@ -315,3 +315,16 @@ def test_npz_data_hostile(tmp_path, monkeypatch):
     monkeypatch.setenv("SRP_NP_MEMORY_LIMIT", str(2**20))
     with pytest.raises(SrpError, match="more than the .* available"):
         ds.load_npz_data(tmp_path / "big.npz")
+
+
+def test_image_folder_fifo_and_broken_images(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    (tmp_path / "a").mkdir()
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(tmp_path / "a" / "ok.png")
+    os.mkfifo(tmp_path / "a" / "p.jpg")
+    out = _returns_in_time(lambda: ds.load_image_folder(tmp_path))
+    assert isinstance(out.get("error"), SrpError) and "not a regular file" in str(out["error"])
+    os.unlink(tmp_path / "a" / "p.jpg")
+    (tmp_path / "a" / "q.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(SrpError, match="cannot read image"):
+        ds.load_image_folder(tmp_path)

@@ -262,3 +262,20 @@ def test_validation_and_setup_linear_in_nodes(tmp_path):
     with pytest.raises(SrpError, match="unknown input 'nope'"):
         load_model(tmp_path / "bad.npz")
     assert time.perf_counter() - t < 20
+
+
+def test_per_image_memory_counts_the_im2col_matrix(tmp_path, monkeypatch):
+    """A conv whose im2col matrix (windows × kernel) cannot fit for even one image is refused at load."""
+    g = {"format": "srp-np/1", "input_shape": [64, 32, 32], "num_classes": 2, "L": 4,
+         "preprocess": {"mean": [0.0] * 64, "std": [1.0] * 64},
+         "nodes": [{"name": "c", "op": "conv2d", "inputs": ["input"], "weight": "w", "bias": None, "stride": 1,
+                    "padding": 4},
+                   {"name": "f", "op": "flatten", "inputs": ["c"]},
+                   {"name": "o", "op": "linear", "inputs": ["f"], "weight": "v", "bias": None}],
+         "output": "o"}
+    arrays = {"w": np.full((1, 64, 9, 9), 0.01, np.float32), "v": np.full((2, 1024), 0.01, np.float32)}
+    _write_raw(tmp_path / "m.npz", g, arrays)
+    assert load_model(tmp_path / "m.npz").shapes["c"] == (1, 32, 32)
+    monkeypatch.setenv("SRP_NP_MEMORY_LIMIT", str(16 * 2**20))      # im2col: 64·81·1024·8 B = 40.5 MiB
+    with pytest.raises(SrpError, match="one image through this model .* more than the 16.0 MiB available"):
+        load_model(tmp_path / "m.npz")
