@@ -12,8 +12,11 @@ About 1,500 CLI runs on an 8×8 model with T = 1: well under a minute on a 2-cor
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
+import pickle
+import struct
 import json
 import os
 import signal
@@ -29,7 +32,7 @@ from hypothesis import strategies as st
 
 from srp_np.cli.main import cli
 from srp_np.model import save_model
-from srp_np.testing import random_resnet
+from srp_np.testing import random_resnet, random_vgg
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -336,3 +339,141 @@ def _npz_bytes_data(x, y) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, x=x, y=y)
     return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- data folders (--data-dir)
+
+def _idx(arr, code=0x08, ndim=None, dims=None) -> bytes:
+    arr = np.asarray(arr)
+    dims = arr.shape if dims is None else dims
+    ndim = len(dims) if ndim is None else ndim
+    return bytes([0, 0, code, ndim]) + struct.pack(">" + "I" * len(dims), *dims) + arr.tobytes()
+
+
+@st.composite
+def bad_idx_dirs(draw) -> dict:
+    """Files of a Fashion-MNIST folder (t10k images and labels, idx), one of them damaged."""
+    x, y = BASE_X[:, 0], BASE_Y.astype(np.uint8)
+    files = {"t10k-images-idx3-ubyte": _idx(x), "t10k-labels-idx1-ubyte": _idx(y)}
+    target = draw(st.sampled_from(sorted(files)))
+    how = draw(st.sampled_from(["code", "ndim", "dims", "truncate", "flip", "float", "floatbad", "int32", "gzip",
+                                "gzipbad", "empty", "zero", "none"]))
+    data = files[target]
+    src = x if "images" in target else y
+    if how == "code":
+        data = data[:2] + bytes([draw(st.sampled_from([0x00, 0x07, 0x0B, 0x0D, 0x0E, 0xFF]))]) + data[3:]
+    elif how == "ndim":
+        data = data[:3] + bytes([draw(st.sampled_from([0, 1, 2, 4, 255]))]) + data[4:]
+    elif how == "dims":
+        dims = list(src.shape)
+        dims[draw(st.integers(0, len(dims) - 1))] = draw(st.sampled_from([0, 1, 2**31, 2**32 - 1]))
+        data = _idx(src, dims=dims)
+    elif how == "truncate":
+        data = data[: draw(st.integers(0, len(data) - 1))]
+    elif how == "flip":
+        b = bytearray(data)
+        b[draw(st.integers(0, len(b) - 1))] ^= draw(st.integers(1, 255))
+        data = bytes(b)
+    elif how in ("float", "floatbad"):
+        v = src.astype(">f4") / (255.0 if how == "float" else 1.0)
+        data = _idx(v, code=0x0D)
+    elif how == "int32":
+        data = _idx((src.astype(np.int64) * draw(st.sampled_from([1, 300, -1]))).astype(">i4"), code=0x0C)
+    elif how == "zero":
+        data = _idx(np.zeros((3, 0, 0), np.uint8))
+    elif how == "empty":
+        data = b""
+    name = target
+    if how in ("gzip", "gzipbad"):
+        data = gzip.compress(data)
+        if how == "gzipbad":
+            data = data[: len(data) // 2]
+        files.pop(target)
+        name = target + ".gz"
+    files[name] = data
+    return files
+
+
+def _cifar_base():
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (3, 3, 32, 32)).astype(np.uint8)
+    m = random_vgg(input_shape=(3, 32, 32), widths=(2,), fc=8, rng=2, calibrate_x=x / 255.0)
+    m.graph["dataset"] = "cifar10"
+    with tempfile.TemporaryDirectory() as d:
+        save_model(Path(d) / "c.npz", m.graph, m.arrays)
+        return (Path(d) / "c.npz").read_bytes(), x.reshape(3, -1), rng.integers(0, 10, 3)
+
+
+CIFAR_MODEL, CIFAR_DATA, CIFAR_LABELS = _cifar_base()
+
+
+@st.composite
+def bad_cifar_batches(draw) -> bytes:
+    d = {b"data": CIFAR_DATA.copy(), b"labels": CIFAR_LABELS.tolist(), b"batch_label": b"testing batch 1 of 1"}
+    how = draw(st.sampled_from(["data", "labels", "drop", "notdict", "truncate", "evil", "ok"]))
+    if how == "data":
+        d[b"data"] = draw(st.sampled_from([
+            CIFAR_DATA[:, :-1], CIFAR_DATA[:2], CIFAR_DATA.astype(np.float64), CIFAR_DATA.astype(np.int64) * 300,
+            CIFAR_DATA.reshape(3, 3, 1024), CIFAR_DATA.tolist(), [[b"x"] * 3072] * 3, None, 7, "str"]))
+    elif how == "labels":
+        d[b"labels"] = draw(st.sampled_from([[1, 2], [1, 2, 3, 4], [1.5, 2, 3], ["a", "b", "c"], [[1], [2], [3]],
+                                             [-1, 0, 1], [10, 11, 12], [2**70, 1, 2], None, {1: 2}]))
+    elif how == "drop":
+        d.pop(draw(st.sampled_from([b"data", b"labels"])))
+    elif how == "notdict":
+        d = draw(st.sampled_from([[1, 2], b"bytes", 5, None]))
+    data = pickle.dumps(d, protocol=2)
+    if how == "truncate":
+        data = data[: draw(st.integers(0, len(data) - 1))]
+    elif how == "evil":
+        data = pickle.dumps({b"data": {1, 2}, b"labels": [1]}, protocol=2)      # a set: refused class
+    return data
+
+
+def check_data_dir(command: str, model: bytes, files: dict, extra=()) -> None:
+    """Like :func:`check_cli` for a --data-dir folder of files."""
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        (d / "in").mkdir()
+        for name, data in files.items():
+            (d / "in" / name).write_bytes(data)
+        (d / "model.npz").write_bytes(model)
+        before = {p.name: _sha(p) for p in (d / "in").iterdir()}
+        args = COMMANDS[command] + ["-w", str(d / "model.npz"), "--data-dir", str(d / "in")] + list(extra)
+        old = signal.signal(signal.SIGALRM, _alarm)
+        signal.alarm(20)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                r = CliRunner().invoke(cli, args)
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
+        STATS["runs"] += 1
+        assert not isinstance(r.exception, _Hang), f"hang: {args}"
+        assert {p.name: _sha(p) for p in (d / "in").iterdir()} == before, "an input file changed"
+        assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+        text = r.output.strip()
+        if r.exit_code == 0:
+            STATS["ok"] += 1
+            return
+        assert r.exit_code == 2, f"exit {r.exit_code}: {text[-2000:]!r} ({r.exception!r})"
+        lines = text.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), f"{args}: {text[-2000:]!r}"
+        STATS["error"] += 1
+
+
+def test_fuzz_malformed_idx_and_cifar_folders():
+    @settings(max_examples=int(os.environ.get("SRP_NP_FUZZ_SCALE", "1")) * 150, **SETTINGS)
+    @given(bad_idx_dirs(), st.sampled_from(["run", "report", "neuron"]))
+    def idx(files, command):
+        check_data_dir(command, BASE_BYTES, files)
+
+    @settings(max_examples=int(os.environ.get("SRP_NP_FUZZ_SCALE", "1")) * 100, **SETTINGS)
+    @given(bad_cifar_batches(), st.sampled_from(["run", "report"]))
+    def cifar(batch, command):
+        check_data_dir(command, CIFAR_MODEL, {"test_batch": batch})
+
+    idx()
+    cifar()
+    _report("data folders")
