@@ -363,3 +363,37 @@ def test_workspace_reuse_release_and_pickle():
     sim.release_workspace()
     _same(first, sim.run(x, 2, 3))
     _same(first, pickle.loads(pickle.dumps(sim)).run(x, 2, 3))
+
+
+def test_cache_is_flushed_when_the_intrinsics_change(tmp_path, monkeypatch):
+    """Kernels inlining simd.py's intrinsics lose their disk cache when simd.py / isa.py change
+    (Numba would otherwise keep code compiled from the old intrinsics: it keys a kernel's cache
+    by the kernel's own source file)."""
+    import importlib
+    import sys
+
+    from srp_np.kernels import flush_if_intrinsics_changed
+
+    (tmp_path / "mod_cached.py").write_text("from numba import njit\n\n@njit(cache=True)\ndef f(x):\n"
+                                            "    return x + 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import numba.core.config
+    monkeypatch.setattr(numba.core.config, "CACHE_DIR", str(tmp_path / "cache"))
+    mod = importlib.import_module("mod_cached")
+    try:
+        assert mod.f(1) == 2
+        index = lambda: mod.f._cache._cache_file._load_index()
+        assert index()
+        flush_if_intrinsics_changed(mod.f)          # no stamp yet: flushed, stamp written
+        assert not index()
+        sig = mod.f.signatures[0]
+        mod.f._cache.save_overload(sig, mod.f.overloads[sig])     # as a compile would
+        assert index()
+        flush_if_intrinsics_changed(mod.f)          # same intrinsics: kept
+        assert index()
+        stamp = next((tmp_path / "cache").rglob("*.stamp"))
+        stamp.write_text("an older version\n")
+        flush_if_intrinsics_changed(mod.f)          # intrinsics changed: flushed
+        assert not index()
+    finally:
+        sys.modules.pop("mod_cached", None)

@@ -60,6 +60,43 @@ def aligned(a):
     return out
 
 
+def flush_if_intrinsics_changed(*dispatchers) -> None:
+    """Drop the disk-cached code of ``dispatchers`` when the SIMD intrinsics they inline changed.
+
+    Numba keys a kernel's cache by the kernel's own source file only: after an
+    edit of ``simd.py`` or ``isa.py`` alone (a ``git pull``, say) the kernels in
+    ``gather.py`` and ``spikes.py`` would keep their old compiled code. A stamp
+    (a hash of those two files) next to each cache says which version compiled it;
+    on a mismatch the cache is flushed (Numba's ``Cache.flush``) and the kernels
+    recompile on first use. Read-only caches are left alone."""
+    import hashlib
+
+    here = _os.path.dirname(__file__)
+    h = hashlib.sha256()
+    for name in ("simd.py", "isa.py"):
+        with open(_os.path.join(here, name), "rb") as f:
+            h.update(f.read())
+    digest = h.hexdigest()
+    for d in dispatchers:
+        cache = getattr(d, "_cache", None)
+        path = getattr(cache, "cache_path", None)
+        if path is None or not _os.path.isdir(path):
+            continue
+        stamp = _os.path.join(path, f"srp_np_intrinsics.{d.py_func.__module__}.{d.py_func.__name__}.stamp")
+        try:
+            with open(stamp) as f:
+                if f.read().strip() == digest:
+                    continue
+        except OSError:
+            pass
+        try:
+            cache.flush()
+            with open(stamp, "w") as f:
+                f.write(digest + "\n")
+        except OSError:   # a read-only cache
+            pass
+
+
 def _dispatchers():
     """The Numba dispatchers the simulator calls (inline helpers excluded)."""
     from .. import ops

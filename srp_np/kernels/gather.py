@@ -24,7 +24,7 @@ from numba import njit, prange
 
 from .simd import (BLOCKS, acc1, acc1s, acc16, acc16s, acc32, acc32s, acc64, acc64s, acc128, acc128s, acc256, acc256s,
                    push_bits16, push_bits32, push_bits64, push_pooled16, push_pooled32, push_pooled64)
-from . import aligned
+from . import aligned, flush_if_intrinsics_changed
 from .isa import ACC_BYTES, simd_path
 from .spikes import if_word, keep_word, popcnt64
 
@@ -391,3 +391,6 @@ def gather_if_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout,
                 counts[f, p] = cnt
     for f in range(F):
         sops[f] = parts[f].sum()
+
+
+flush_if_intrinsics_changed(gather_bits, gather_if_bits, _gather_frames)

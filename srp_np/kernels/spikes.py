@@ -242,3 +242,8 @@ def pooled_counts(bits, Ws, k, Hout, Wout, out):
                         for wd in range(NW):
                             c += popcnt64(bits[f, pos, wd])
         out[f] = c
+
+
+from . import flush_if_intrinsics_changed  # noqa: E402
+
+flush_if_intrinsics_changed(if_bits_fast)
