@@ -250,7 +250,7 @@ def report_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, e_ac, e_
       srp-np report --e-ac 0.03 --e-mac 0.2 --json costs.json   # 8-bit int energies
     """
     from srp_np.costs import cost_report
-    from srp_np.simulator import Simulator
+    from srp_np.simulator import Simulator, check_run_memory
 
     guard_outputs({"--json": json_out}, weights=weights, data=data)
     check_range("--tau", tau, 0)
@@ -260,6 +260,7 @@ def report_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, e_ac, e_
     dt = parse_dtype(dtype)
     with use_threads_option(threads):
         model, x, y, origin = _load(weights, data, data_dir, limit)
+        check_run_memory(model, dt, len(x), tau, T)      # before any kernel is compiled
         announce_compilation(dt)
         with progress_bar(len(x), f"simulating τ={tau} T={T}") as bar:
             res = Simulator(model, dt).run(x, tau, T, mask_eps=mask_eps, progress=bar.update)

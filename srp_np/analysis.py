@@ -156,8 +156,12 @@ def analyze(model, x, tau: int, T: int, y=None, dtype=np.float32, mask_eps: floa
     tau, T = int(tau), int(T)
     if tau < 1:
         raise SrpError(f"--tau must be >= 1 for the SRP side of the comparison, got {tau}")
-    from .simulator import Simulator
+    from .simulator import Simulator, check_run_memory
 
+    n = int(np.asarray(x).shape[0])
+    # refused before the simulator is built: one chunk's run with records, plus every chunk's outputs
+    check_run_memory(model, dtype, min(n, int(chunk)), tau, T, record=True,
+                     extra=2 * 8 * T * n * model.num_classes)
     sim = Simulator(model, dtype)
     runs = {"baseline": case_counts(model, x, 0, T, dtype, mask_eps, rtol, chunk, sim, progress),
             "srp": case_counts(model, x, tau, T, dtype, mask_eps, rtol, chunk, sim, progress)}

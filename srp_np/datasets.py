@@ -77,6 +77,8 @@ def read_idx(path) -> np.ndarray:
     The header is read first and the size it declares checked against the memory
     available before the data is read (or decompressed). A FIFO or device is refused."""
     path = Path(path)
+    if not path.exists():
+        raise SrpError(f"{path}: no such file")
     with open_regular(path, "idx file") as raw:
         try:
             f = gzip.GzipFile(fileobj=raw, mode="rb") if path.suffix == ".gz" else raw
@@ -281,6 +283,8 @@ def load_npz_data(path):
     if str(path) == "":
         raise SrpError("data file: empty file name")
     path = Path(path)
+    if not path.exists():
+        raise SrpError(f"{path}: no such file")
     with open_regular(path, "data file") as f:
         try:
             with zipfile.ZipFile(f) as zf:

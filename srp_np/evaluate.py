@@ -18,7 +18,7 @@ import numpy as np
 from .ann import ann_forward
 from .neuron import DEFAULT_MASK_EPS
 from .ops import Workspace
-from .simulator import SimResult, Simulator
+from .simulator import SimResult, Simulator, check_run_memory
 
 
 @dataclass
@@ -205,13 +205,11 @@ def evaluate(model, x_raw, y, tau: int, T: int, dtype=np.float32, mask_eps: floa
     threads = numba.get_num_threads() if threads is None else int(threads)
     x = prepare_inputs(model, x_raw)
     y = np.asarray(y)
+    # refused before the simulator is built (no kernel compilation for a run that cannot fit): all
+    # batches' results are kept (T×N×classes outputs, joined at the end) on top of one batch's run
+    check_run_memory(model, dtype if simulator is None else simulator.dtype, min(len(x), batch_size), tau, T,
+                     extra=2 * 8 * max(0, int(T)) * len(x) * model.num_classes)
     sim = simulator or Simulator(model, dtype)
-    from .limits import check_memory
-
-    # all batches' results are kept (T×N×classes outputs, joined at the end) on top of one batch's run
-    check_memory(sim.memory_needed(min(len(x), batch_size), tau, T) + 2 * 8 * int(T) * len(x) * model.num_classes,
-                 f"simulating τ+T = {int(tau)}+{int(T)} steps on {len(x)} image(s)",
-                 "use a smaller τ+T (--tau, --T) or fewer images (--limit)")
     t0 = time.perf_counter()
     logits = ann_logits(model, x, threads=threads)
     ann_seconds = time.perf_counter() - t0

@@ -61,7 +61,7 @@ def open_regular(path, what: str = "file"):
     try:
         fd = os.open(str(p), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise SrpError(f"{what} not found: {p} (no such file)") from None
+        raise SrpError(f"{what} not found: {p}") from None
     except IsADirectoryError:
         raise SrpError(f"{what} {p} is a directory, not a file") from None
     except OSError as e:

@@ -195,6 +195,38 @@ def _to_model_layout(arr: np.ndarray, shape) -> np.ndarray:
     return arr.reshape((arr.shape[0],) + tuple(shape))
 
 
+def run_memory_needed(model, dtype, n: int, tau: int, T: int, record: bool = False,
+                      chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+    """Estimated peak bytes of :meth:`Simulator.run` on ``n`` images (Python ints: exact however large).
+
+    Frame-major buffers grow with τ+T (a chunk holds at least one image: τ+T frames of the
+    widest node, a few alive at once, plus a per-thread current buffer of the fused
+    conv → IF kernels); the outputs with T·n·classes; ``record`` adds per-neuron arrays.
+    Needs no :class:`Simulator` (no kernel compilation): callers can refuse a run first."""
+    S = max(1, int(tau) + int(T))
+    max_width = max(math.prod(s) for s in model.shapes.values())
+    frame = S * max_width * np.dtype(dtype).itemsize
+    per_image = S * max_width * np.dtype(dtype).itemsize          # as in Simulator.images_per_chunk
+    step = max(1, int(chunk_bytes) // per_image)
+    per_chunk = frame * (3 * max(1, min(int(n), step)) + _NT)
+    outputs = 2 * 8 * max(0, int(T)) * int(n) * model.num_classes
+    rec = 0
+    if record:
+        rec = 5 * 8 * int(n) * sum(math.prod(model.shapes[q["name"]]) for q in model.qcfs_nodes)
+    return per_chunk + outputs + rec
+
+
+def check_run_memory(model, dtype, n: int, tau: int, T: int, record: bool = False,
+                     chunk_bytes: int = DEFAULT_CHUNK_BYTES, extra: int = 0) -> None:
+    """Refuse (:class:`SrpError`) a simulation of ``n`` images that cannot fit in the memory
+    available (:func:`run_memory_needed` plus ``extra`` bytes), before anything is allocated."""
+    from .limits import check_memory
+
+    check_memory(run_memory_needed(model, dtype, n, tau, T, record, chunk_bytes) + int(extra),
+                 f"simulating τ+T = {int(tau)}+{int(T)} steps on {int(n)} image(s)",
+                 "use a smaller τ+T (--tau, --T) or fewer images at once")
+
+
 class Simulator:
     """Event-driven SNN simulator for one model and precision.
 
@@ -316,27 +348,12 @@ class Simulator:
         return static
 
     def memory_needed(self, n: int, tau: int, T: int, record: bool = False) -> int:
-        """Estimated peak bytes of :meth:`run` on ``n`` images (Python ints: exact however large).
-
-        Frame-major buffers grow with τ+T (a chunk holds at least one image: τ+T frames of the
-        widest node, a few alive at once, plus a per-thread current buffer of the fused
-        conv → IF kernels); the outputs with T·n·classes; ``record`` adds per-neuron arrays."""
-        S = max(1, int(tau) + int(T))
-        frame = S * self.max_width * np.dtype(self.dtype).itemsize
-        per_chunk = frame * (3 * max(1, min(int(n), self.images_per_chunk(S))) + _NT)
-        outputs = 2 * 8 * max(0, int(T)) * int(n) * self.model.num_classes
-        rec = 0
-        if record:
-            rec = 5 * 8 * int(n) * sum(math.prod(self.model.shapes[q["name"]]) for q in self.model.qcfs_nodes)
-        return per_chunk + outputs + rec
+        """Estimated peak bytes of :meth:`run` on ``n`` images (see :func:`run_memory_needed`)."""
+        return run_memory_needed(self.model, self.dtype, n, tau, T, record, self.chunk_bytes)
 
     def check_memory(self, n: int, tau: int, T: int, record: bool = False) -> None:
         """Refuse a run that cannot fit in the memory available, before allocating anything."""
-        from .limits import check_memory
-
-        check_memory(self.memory_needed(n, tau, T, record),
-                     f"simulating τ+T = {int(tau)}+{int(T)} steps on {int(n)} image(s)",
-                     "use a smaller τ+T (--tau, --T) or fewer images at once")
+        check_run_memory(self.model, self.dtype, n, tau, T, record, self.chunk_bytes)
 
     def images_per_chunk(self, S: int) -> int:
         per_image = S * self.max_width * np.dtype(self.dtype).itemsize

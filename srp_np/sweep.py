@@ -57,12 +57,14 @@ def sweep(model, x, y, taus, T: int, dtype=np.float32, mask_eps: float = DEFAULT
         [acc after t = 1..T]}, "table": {str(τ): {str(t): acc for t in steps}},
         "seconds": {str(τ): s}}``.
     """
-    from .simulator import Simulator
+    from .simulator import Simulator, check_run_memory
 
     T = int(T)
     if T < 1:
         raise SrpError(f"T must be >= 1, got {T}")
     taus = [int(t) for t in taus]
+    if taus:     # refused before the simulator is built (no kernel compilation for a run that cannot fit)
+        check_run_memory(model, dtype if simulator is None else simulator.dtype, len(x), max(taus), T)
     sim = simulator or Simulator(model, dtype)
     y = np.asarray(y)
     steps = table_steps(T)

@@ -63,9 +63,15 @@ BIG = 10 ** 18
     ["analyze", "--T", BIG, "--tau", 1], ["analyze", "--T", 2, "--tau", BIG],
     ["report", "--T", BIG], ["report", "--tau", BIG],
 ])
-def test_huge_tau_T_fail_fast(model_files, cmd):
+def test_huge_tau_T_fail_fast(model_files, cmd, monkeypatch):
     import time
 
+    import srp_np.simulator
+
+    def no_simulator(*a, **k):
+        raise AssertionError("a simulator was built (kernels compiled) for a run that cannot fit")
+
+    monkeypatch.setattr(srp_np.simulator.Simulator, "__init__", no_simulator)
     d = model_files
     t = time.perf_counter()
     out = _one_error_line(run(*cmd, "-w", d / "model.npz", "-d", d / "data.npz", "--limit", 2))
