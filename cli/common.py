@@ -250,7 +250,9 @@ batch_size_option = click.option("--batch-size", "-b", type=int, default=64, sho
                                  help="Images per simulator call (results do not depend on it).")
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=None,
                               help="Threads for the SNN kernels (Numba) and the ANN pass (BLAS), >= 1. Default: the "
-                                   "cores available to this process (its CPU affinity). A value above Numba's maximum "
+                                   "cores available to this process (its CPU affinity), less those other "
+                                   "processes keep busy at the start (a parallel kernel waits for its slowest "
+                                   "thread). A value above Numba's maximum "
                                    "(NUMBA_NUM_THREADS, by default the machine's CPU count) is capped there. Results "
                                    "do not depend on it.")
 

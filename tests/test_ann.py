@@ -143,3 +143,23 @@ def test_threads_helpers():
     assert numba.get_num_threads() == before
     with pytest.raises(ValueError):
         threads.set_threads(0)
+
+
+def test_default_threads_leave_busy_cpus_alone(monkeypatch):
+    """The default thread count does not count CPUs that other processes keep busy (a parallel
+    kernel would wait for a descheduled thread), and is at least 1."""
+    from srp_np import threads
+
+    assert threads.busy_cpus(samples=2, interval=0) >= 0
+    monkeypatch.setattr(threads, "available_cores", lambda: 4)
+    monkeypatch.setattr(threads, "max_threads", lambda: 4)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(threads, "busy_cpus", lambda: 0)
+    assert threads.default_threads() == 4
+    monkeypatch.setattr(threads, "busy_cpus", lambda: 1)
+    assert threads.default_threads() == 3
+    monkeypatch.setattr(threads, "busy_cpus", lambda: 9)
+    assert threads.default_threads() == 1
+    # a process limited to some CPUs of a bigger machine: the machine-wide count says nothing of them
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 64)
+    assert threads.default_threads() == 4

