@@ -20,6 +20,7 @@ Key names of the authors' code (mapped onto ours by :func:`translate_key`):
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Dict, Optional, Tuple
 
@@ -346,6 +347,8 @@ def export_checkpoint(path, arch: str, out, dataset: Optional[str] = None, num_c
         dataset = ds.normalize_name(dataset)
     from srp_np.fileio import open_regular
 
+    if not os.path.exists(path):
+        raise SrpError(f"{path}: no such file")
     try:
         with open_regular(path, "checkpoint") as f:       # a FIFO or device is refused, never read
             obj = torch.load(f, map_location="cpu", weights_only=True)
