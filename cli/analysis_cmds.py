@@ -11,8 +11,8 @@ import numpy as np
 from srp_np.errors import SrpError
 
 from .common import (announce_compilation, check_range, data_dir_option, data_option, dtype_option, finite_float,
-                     guard_outputs, json_text, limit_option, load_data_option, load_model_option, mask_eps_option, parse_dtype, progress_bar,
-                     threads_option, use_threads_option, weights_option, write_json)
+                     guard_outputs, json_text, limit_option, load_data_option, load_model_option, mask_eps_option,
+                     parse_dtype, progress_bar, threads_option, use_threads_option, weights_option, write_json)
 
 json_option = click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
                            type=click.Path(dir_okay=True, allow_dash=True),
@@ -288,7 +288,8 @@ def explain_group():
 
 
 @explain_group.command("fig1")
-@click.option("--v0", type=float, default=None, callback=finite_float, help="Initial membrane (default θ/2, Algorithm 1).")
+@click.option("--v0", type=float, default=None, callback=finite_float,
+              help="Initial membrane (default θ/2, Algorithm 1).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the picture (PNG) here.")
 @json_option
 def fig1_cmd(v0, plot, json_out):

@@ -7,7 +7,7 @@ strict-JSON ``--json`` file) or in exactly one line ``error: ...`` with exit 2: 
 traceback, never exit 1, never a hang (20 s alarm per run), never a changed input file, never a
 numeric RuntimeWarning (overflow, invalid value) on the way.
 
-About 1,500 CLI runs on an 8×8 model with T = 1: well under a minute on a 2-core machine.
+About 1,800 CLI runs on 8×8 and 32×32 models with T = 1: well under a minute on a 2-core machine.
 ``SRP_NP_FUZZ_SCALE=N`` multiplies the number of examples (for a longer local run).
 """
 from __future__ import annotations
