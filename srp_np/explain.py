@@ -22,8 +22,8 @@ from .limits import check_memory
 from .neuron import DEFAULT_MASK_EPS, if_init, if_step, srp_keep_mask
 from .ops import apply_linear_node
 
-#: Bytes a neuron trace keeps per step (its record, then the text or JSON written from it).
-TRACE_BYTES_PER_STEP = 2048
+#: Bytes a neuron trace keeps per step: its record (~1.7 KiB measured) and the JSON or text made from it.
+TRACE_BYTES_PER_STEP = 4096
 
 # ----------------------------------------------------------------------------- Fig. 1
 
@@ -170,7 +170,7 @@ def neuron_trace(model, x_image, layer: str, index, tau: int, T: int, mask_eps: 
         raise SrpError("need tau >= 0 and T >= 1")
     if not (np.isfinite(mask_eps) and -1.0 <= mask_eps <= 1.0):
         raise SrpError(f"mask_eps must be a finite number in [-1, 1] (a fraction of θ), got {mask_eps}")
-    # one record per step (a dict of ~12 numbers, then its line of text or JSON): ~2 KiB each
+    # one record per step (a dict of ~12 numbers, then its line of text or JSON)
     check_memory(TRACE_BYTES_PER_STEP * (tau + T), f"tracing τ+T = {tau}+{T} steps",
                  "use a smaller τ+T (--tau, --T)")
     shape = model.shapes[layer]
