@@ -22,14 +22,12 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .simd import (BLOCKS, acc1, acc1s, acc16, acc16s, acc32, acc32s, acc64, acc64s, acc128, acc128s, acc256, acc256s,
-                   push_bits16, push_bits32, push_bits64, push_pooled16, push_pooled32, push_pooled64)
+from .simd import (BLOCKS, MAX_POOL_WINDOW, acc1, acc1s, acc16, acc16s, acc32, acc32s, acc64, acc64s, acc128,
+                   acc128s, acc256, acc256s, push_bits16, push_bits32, push_bits64, push_pooled16, push_pooled32, push_pooled64)
 from . import aligned, flush_if_intrinsics_changed
 from .isa import ACC_BYTES, simd_path
 from .spikes import if_word, keep_word, popcnt64
 
-#: Most words a pooling window may have (k·k ≤ this); larger pools take the dense path.
-MAX_POOL_WINDOW = 4
 
 #: Bytes of accumulator registers an output block may take on this target (:data:`.isa.ACC_BYTES`).
 ACC_BLOCK_BYTES = ACC_BYTES[simd_path()]

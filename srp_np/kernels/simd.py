@@ -198,8 +198,9 @@ def _make_push(nchunks: int, pooled: bool):
     return intrinsic(push_pooled)
 
 
-#: Largest pooling window (k·k words) :func:`push_pooled4` handles.
-_MAXWIN = 4
+#: Largest pooling window (k·k spike words) the pooled push intrinsics read; larger pools take
+#: the dense path (the one definition: ``gather.MAX_POOL_WINDOW`` is this constant).
+MAX_POOL_WINDOW = _MAXWIN = 4
 
 push_bits16, push_bits32, push_bits64 = (_make_push(k, False) for k in (1, 2, 4))
 push_pooled16, push_pooled32, push_pooled64 = (_make_push(k, True) for k in (1, 2, 4))
