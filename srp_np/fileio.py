@@ -51,21 +51,32 @@ def open_regular(path, what: str = "file"):
     A FIFO, a device, a socket or a folder given as an input would block forever
     or read garbage; it is opened without blocking (``O_NONBLOCK``) and checked
     with ``fstat`` on the open descriptor (no race between check and open), then
-    refused with an :class:`SrpError`. Returns an open binary file object.
+    refused with an :class:`SrpError` (``os.stat`` refuses it first, so that such a file
+    is normally not even opened). Returns an open binary file object.
     """
     import stat
 
     p = Path(path)
     if str(path) == "":
         raise SrpError(f"{what}: empty file name")
+    try:                                # never even open a device or FIFO (opening can have effects)
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise SrpError(f"{what} not found: {p}") from None
+    except (OSError, ValueError) as e:       # ValueError: a NUL byte in the name
+        raise SrpError(f"cannot open {what} {p!r}: {getattr(e, 'strerror', None) or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise SrpError(f"{what} {p} is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise SrpError(f"{what} {p} is not a regular file (a FIFO, device or socket): refused")
     try:
         fd = os.open(str(p), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise SrpError(f"{what} not found: {p}") from None
     except IsADirectoryError:
         raise SrpError(f"{what} {p} is a directory, not a file") from None
-    except OSError as e:
-        raise SrpError(f"cannot open {what} {p}: {e.strerror or e}") from None
+    except (OSError, ValueError) as e:       # ValueError: a NUL byte in the name
+        raise SrpError(f"cannot open {what} {p!r}: {getattr(e, 'strerror', None) or e}") from None
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
