@@ -294,6 +294,8 @@ def validate_graph(graph: Any, arrays: dict) -> dict:
     for key in ("arch", "dataset"):
         if graph.get(key) is not None and not isinstance(graph[key], str):
             raise SrpError(f"{key} must be a string, got {_short(graph[key])}")
+        if isinstance(graph.get(key), str) and not graph[key].isprintable():
+            raise SrpError(f"{key} holds control characters: {_short(graph[key])}")
     ish = graph["input_shape"]
     if (not isinstance(ish, list) or len(ish) != 3
             or not all(_is_int(v) and 0 < v <= MAX_INT for v in ish)):
@@ -331,6 +333,8 @@ def validate_graph(graph: Any, arrays: dict) -> dict:
         if not isinstance(node, dict) or not isinstance(node.get("name"), str) or "op" not in node:
             raise SrpError(f"node #{i} must be an object with a name and an op")
         name = node["name"]
+        if not name.isprintable():       # names are printed in tables: no newline or terminal escape
+            raise SrpError(f"node #{i}: name {_short(name)} holds control characters")
         if name in shapes:
             raise SrpError(f"node name {_short(name)} is used twice")
         ins = node.get("inputs")
