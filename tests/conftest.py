@@ -29,3 +29,23 @@ def model_files(tmp_path_factory):
     save_model(d / "model.npz", m.graph, m.arrays)
     np.savez(d / "data.npz", x=x, y=y)
     return d
+
+
+def returns_in_time(fn, timeout=20):
+    """Run ``fn`` in a thread; fail (instead of hanging the suite) if it does not return in
+    ``timeout`` seconds. Returns ``{"value": ...}`` or ``{"error": exception}``."""
+    import threading
+
+    out = {}
+
+    def go():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # noqa: BLE001
+            out["error"] = e
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "blocked"
+    return out

@@ -10,6 +10,8 @@ import pytest
 from srp_np import datasets as ds
 from srp_np.errors import SrpError
 
+from conftest import returns_in_time
+
 
 def write_idx(path, arr, compress=True):
     arr = np.asarray(arr)
@@ -209,34 +211,16 @@ def test_names_and_stats():
 
 # ----------------------------------------------------------------------------- issue 11: hostile data files
 
-def _returns_in_time(fn, timeout=20):
-    import threading
-
-    out = {}
-
-    def go():
-        try:
-            out["value"] = fn()
-        except BaseException as e:  # noqa: BLE001
-            out["error"] = e
-
-    t = threading.Thread(target=go, daemon=True)
-    t.start()
-    t.join(timeout)
-    assert not t.is_alive(), "blocked"
-    return out
-
-
 def test_fifo_inputs_refused_without_blocking(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     for fn in (lambda: ds.load_npz_data(fifo), lambda: ds.read_idx(fifo)):
-        out = _returns_in_time(fn)
+        out = returns_in_time(fn)
         assert isinstance(out.get("error"), SrpError) and "not a regular file" in str(out["error"])
     root = tmp_path / "c"
     root.mkdir()
     os.mkfifo(root / "test_batch")
-    out = _returns_in_time(lambda: ds.load_cifar("cifar10", "test", str(root)))
+    out = returns_in_time(lambda: ds.load_cifar("cifar10", "test", str(root)))
     assert isinstance(out.get("error"), SrpError) and "not a regular file" in str(out["error"])
 
 
@@ -322,7 +306,7 @@ def test_image_folder_fifo_and_broken_images(tmp_path):
     (tmp_path / "a").mkdir()
     Image.new("RGB", (32, 32), (1, 2, 3)).save(tmp_path / "a" / "ok.png")
     os.mkfifo(tmp_path / "a" / "p.jpg")
-    out = _returns_in_time(lambda: ds.load_image_folder(tmp_path))
+    out = returns_in_time(lambda: ds.load_image_folder(tmp_path))
     assert isinstance(out.get("error"), SrpError) and "not a regular file" in str(out["error"])
     os.unlink(tmp_path / "a" / "p.jpg")
     (tmp_path / "a" / "q.jpg").write_bytes(b"\xff\xd8 not really a jpeg")

@@ -250,6 +250,23 @@ def _alarm(signum, frame):
     raise _Hang()
 
 
+def _invoke(args):
+    """Run the CLI once with a 20 s alarm (a hang fails the test), recording every warning."""
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(20)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = CliRunner().invoke(cli, args)
+    except _Hang:
+        pytest.fail(f"no answer within 20 s: {args}")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    STATS["runs"] += 1
+    return r, caught
+
+
 def check_cli(command: str, model: bytes, data: bytes, extra=()) -> None:
     """Write the inputs, run the CLI once, and assert the promise."""
     with tempfile.TemporaryDirectory() as d:
@@ -259,18 +276,7 @@ def check_cli(command: str, model: bytes, data: bytes, extra=()) -> None:
         dp.write_bytes(data)
         before = (_sha(mp), _sha(dp))
         args = COMMANDS[command] + ["-w", str(mp), "-d", str(dp), "--json", str(out)] + [str(a) for a in extra]
-        old = signal.signal(signal.SIGALRM, _alarm)
-        signal.alarm(20)
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                r = CliRunner().invoke(cli, args)
-        except _Hang:
-            pytest.fail(f"no answer within 20 s: {args}")
-        finally:
-            signal.alarm(0)
-            signal.signal(signal.SIGALRM, old)
-        STATS["runs"] += 1
+        r, caught = _invoke(args)
         numeric = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
         assert not numeric, f"{args}: RuntimeWarning {numeric}"
         assert (_sha(mp), _sha(dp)) == before, "an input file changed"
@@ -451,18 +457,7 @@ def check_data_dir(command: str, model: bytes, files: dict, extra=()) -> None:
         (d / "model.npz").write_bytes(model)
         before = {p.name: _sha(p) for p in (d / "in").iterdir()}
         args = COMMANDS[command] + ["-w", str(d / "model.npz"), "--data-dir", str(d / "in")] + list(extra)
-        old = signal.signal(signal.SIGALRM, _alarm)
-        signal.alarm(20)
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                r = CliRunner().invoke(cli, args)
-        except _Hang:
-            pytest.fail(f"no answer within 20 s: {args}")
-        finally:
-            signal.alarm(0)
-            signal.signal(signal.SIGALRM, old)
-        STATS["runs"] += 1
+        r, caught = _invoke(args)
         assert {p.name: _sha(p) for p in (d / "in").iterdir()} == before, "an input file changed"
         assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
         text = r.output.strip()

@@ -7,7 +7,7 @@ import pytest
 from srp_np.errors import SrpError
 from srp_np.model import load_model, save_model
 
-from conftest import make_model
+from conftest import make_model, returns_in_time
 
 
 def _write_raw(path, graph, arrays):
@@ -105,32 +105,13 @@ def _raw_graph_file(path, text: str, arrays):
     np.savez(path, graph=np.array(text), **arrays)
 
 
-def _in_thread(fn, timeout=20):
-    """Run ``fn`` in a thread; fail (instead of hanging the suite) if it does not return in time."""
-    import threading
-
-    out = {}
-
-    def go():
-        try:
-            out["value"] = fn()
-        except BaseException as e:  # noqa: BLE001
-            out["error"] = e
-
-    t = threading.Thread(target=go, daemon=True)
-    t.start()
-    t.join(timeout)
-    assert not t.is_alive(), "blocked"
-    return out
-
-
 def test_fifo_and_device_refused_without_blocking(tmp_path):
     import os
 
     fifo = tmp_path / "model.npz"
     os.mkfifo(fifo)
     for p in (fifo, "/dev/zero"):
-        out = _in_thread(lambda: load_model(p))
+        out = returns_in_time(lambda: load_model(p))
         assert isinstance(out.get("error"), SrpError) and "not a regular file" in str(out["error"])
 
 
