@@ -14,6 +14,15 @@ def _write_raw(path, graph, arrays):
     np.savez(path, graph=np.array(json.dumps(graph)), **arrays)
 
 
+def _write_mutated(path, mutate):
+    """A small valid VGG model file, with ``mutate(graph, arrays)`` applied before writing."""
+    m = make_model("vgg")
+    g = json.loads(json.dumps(m.graph))
+    a = dict(m.arrays)
+    mutate(g, a)
+    _write_raw(path, g, a)
+
+
 def test_round_trip(tmp_path):
     m = make_model("resnet")
     save_model(tmp_path / "m.npz", m.graph, m.arrays)
@@ -41,11 +50,7 @@ def test_round_trip(tmp_path):
     (lambda g, a: g["nodes"][1].update(name=g["nodes"][0]["name"]), "used twice"),
 ])
 def test_validation_errors(tmp_path, mutate, message):
-    m = make_model("vgg")
-    g = json.loads(json.dumps(m.graph))
-    a = dict(m.arrays)
-    mutate(g, a)
-    _write_raw(tmp_path / "bad.npz", g, a)
+    _write_mutated(tmp_path / "bad.npz", mutate)
     with pytest.raises(SrpError, match=message) as e:
         load_model(tmp_path / "bad.npz")
     assert "\n" not in str(e.value)
@@ -152,11 +157,7 @@ _F32_TINY = float(np.finfo(np.float32).tiny)
     (lambda g, a: a.update({g["nodes"][0]["weight"]: np.ones((8, 3, 3, 3), np.int32)}), "floating point"),
 ])
 def test_hostile_values_refused(tmp_path, mutate, message):
-    m = make_model("vgg")
-    g = json.loads(json.dumps(m.graph))
-    a = dict(m.arrays)
-    mutate(g, a)
-    _write_raw(tmp_path / "bad.npz", g, a)
+    _write_mutated(tmp_path / "bad.npz", mutate)
     with np.errstate(all="raise"):           # validation itself must not trip a floating-point warning
         with pytest.raises(SrpError, match=message) as e:
             load_model(tmp_path / "bad.npz")
