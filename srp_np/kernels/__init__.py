@@ -60,6 +60,24 @@ def aligned(a):
     return out
 
 
+_DIGEST = None
+
+
+def _intrinsics_digest() -> str:
+    """SHA-256 of ``simd.py`` and ``isa.py``, read once per process."""
+    global _DIGEST
+    if _DIGEST is None:
+        import hashlib
+
+        here = _os.path.dirname(__file__)
+        h = hashlib.sha256()
+        for name in ("simd.py", "isa.py"):
+            with open(_os.path.join(here, name), "rb") as f:
+                h.update(f.read())
+        _DIGEST = h.hexdigest()
+    return _DIGEST
+
+
 def flush_if_intrinsics_changed(*dispatchers) -> None:
     """Drop the disk-cached code of ``dispatchers`` when the SIMD intrinsics they inline changed.
 
@@ -69,14 +87,7 @@ def flush_if_intrinsics_changed(*dispatchers) -> None:
     (a hash of those two files) next to each cache says which version compiled it;
     on a mismatch the cache is flushed (Numba's ``Cache.flush``) and the kernels
     recompile on first use. Read-only caches are left alone."""
-    import hashlib
-
-    here = _os.path.dirname(__file__)
-    h = hashlib.sha256()
-    for name in ("simd.py", "isa.py"):
-        with open(_os.path.join(here, name), "rb") as f:
-            h.update(f.read())
-    digest = h.hexdigest()
+    digest = _intrinsics_digest()
     for d in dispatchers:
         cache = getattr(d, "_cache", None)
         path = getattr(cache, "cache_path", None)

@@ -103,10 +103,7 @@ def simd_path() -> str:
 
 def describe() -> str:
     """One line for logs and benchmark headers, e.g. ``'avx512 (znver4)'``."""
-    name, feats = target_cpu()
-    return f"{simd_path()} ({name}{', custom features' if feats and _custom_features() else ''})"
-
-
-def _custom_features() -> bool:
     from numba.core import config
-    return config.CPU_FEATURES is not None
+
+    name, _ = target_cpu()
+    return f"{simd_path()} ({name}{', custom features' if config.CPU_FEATURES else ''})"

@@ -14,6 +14,7 @@ from numba import njit, prange
 from numba.core import types
 from numba.extending import intrinsic
 
+from . import flush_if_intrinsics_changed
 from .simd import if_step16, keep16
 
 
@@ -243,7 +244,5 @@ def pooled_counts(bits, Ws, k, Hout, Wout, out):
                             c += popcnt64(bits[f, pos, wd])
         out[f] = c
 
-
-from . import flush_if_intrinsics_changed  # noqa: E402
 
 flush_if_intrinsics_changed(if_bits_fast)
