@@ -68,9 +68,6 @@ _NO_BITS = np.zeros((1, 1, 1), np.uint64)   # placeholders for the unused residu
 PARALLEL_MIN_WORK = 1_000_000
 
 
-_BLAS = None
-
-
 def _serial_blas():
     """Context in which NumPy's BLAS (OpenBLAS) uses one thread.
 
@@ -78,11 +75,8 @@ def _serial_blas():
     threads keep spinning for a while and take a core from the Numba kernels
     that follow (measured: the first VGG-16 conv 47 ms instead of 26 ms).
     The dense work of a simulation is small, so it runs on one thread."""
-    global _BLAS
-    if _BLAS is None:
-        from threadpoolctl import ThreadpoolController
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
+    from .threads import blas_threads
+    return blas_threads(1)
 
 
 _THREADS = threading.local()     # .user: the caller's Numba thread count during a run

@@ -78,13 +78,17 @@ def set_threads(n: int | None = None) -> int:
     return n
 
 
-@contextmanager
-def blas_threads(n: int):
-    """Context in which NumPy's BLAS uses at most ``n`` threads (threadpoolctl)."""
-    from threadpoolctl import threadpool_limits
+_BLAS = None
 
-    with threadpool_limits(limits=max(1, int(n)), user_api="blas"):
-        yield
+
+def blas_threads(n: int):
+    """Context in which NumPy's BLAS uses at most ``n`` threads (threadpoolctl; the scan of the
+    loaded libraries is done once per process, since the simulator enters this for every chunk)."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=max(1, int(n)), user_api="blas")
 
 
 @contextmanager
