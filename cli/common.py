@@ -95,11 +95,6 @@ def check_range(name: str, value, low=None):
     return value
 
 
-def check_output_path(path, option: str) -> None:
-    """Fail before any work is done if ``path`` cannot be written (see :func:`check_outputs`)."""
-    check_outputs({option: path})
-
-
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.exists() and b.exists() and os.path.samefile(a, b)

@@ -6,12 +6,10 @@ import time
 import click
 import numpy as np
 
-from srp_np.errors import SrpError
-
-from .common import (announce_compilation, atomic_write_bytes, batch_size_option, check_range, guard_outputs,
-                     data_dir_option,
-                     data_option, dtype_option, limit_option, load_data_option, load_model_option, mask_eps_option,
-                     parse_dtype, progress_bar, threads_option, use_threads_option, weights_option, write_json)
+from .common import (announce_compilation, atomic_write_bytes, batch_size_option, check_range, data_dir_option,
+                     data_option, dtype_option, guard_outputs, limit_option, load_data_option, load_model_option,
+                     mask_eps_option, parse_dtype, progress_bar, threads_option, use_threads_option, weights_option,
+                     write_json)
 
 
 def _print_table(ev, model, origin) -> None:
@@ -80,8 +78,6 @@ def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, limit,
     check_range("--T", T, 1)
     check_range("--batch-size", batch_size, 1)
     check_range("--limit", limit, 1)
-    if mask_eps != mask_eps:
-        raise SrpError("--mask-eps must be a number")
     dt = parse_dtype(dtype)
     guard_outputs({"--json": json_out, "--save-outputs": save_outputs}, weights=weights, data=data)
     with use_threads_option(threads) as n_threads:

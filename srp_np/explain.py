@@ -19,7 +19,7 @@ from .analysis import CASES, DEFAULT_RTOL, classify
 from .analytic import qcfs, theorem1_holds
 from .errors import SrpError
 from .limits import check_memory
-from .neuron import DEFAULT_MASK_EPS, if_init, if_step, srp_keep_mask
+from .neuron import DEFAULT_MASK_EPS, check_mask_eps, if_init, if_step, srp_keep_mask
 from .ops import apply_linear_node
 
 #: Bytes a neuron trace keeps per step: its record (~1.7 KiB measured) and the JSON or text made from it.
@@ -168,8 +168,7 @@ def neuron_trace(model, x_image, layer: str, index, tau: int, T: int, mask_eps: 
     tau, T = int(tau), int(T)
     if tau < 0 or T < 1:
         raise SrpError("need tau >= 0 and T >= 1")
-    if not (np.isfinite(mask_eps) and -1.0 <= mask_eps <= 1.0):
-        raise SrpError(f"mask_eps must be a finite number in [-1, 1] (a fraction of θ), got {mask_eps}")
+    check_mask_eps(mask_eps)
     # one record per step (a dict of ~12 numbers, then its line of text or JSON)
     check_memory(TRACE_BYTES_PER_STEP * (tau + T), f"tracing τ+T = {tau}+{T} steps",
                  "use a smaller τ+T (--tau, --T)")

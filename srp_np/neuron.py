@@ -71,6 +71,15 @@ def if_step(x, state: IFState, theta, mask=None):
     return theta * s.astype(dtype), s, IFState(v=v)
 
 
+def check_mask_eps(eps) -> None:
+    """Refuse an ε of the keep-mask ``v(τ) > ε·θ`` that is not a finite fraction of θ in [-1, 1]
+    (NaN would silence every stage-2 spike; a huge ε overflows float32)."""
+    from .errors import SrpError
+
+    if not (np.isfinite(eps) and -1.0 <= eps <= 1.0):
+        raise SrpError(f"mask_eps must be a finite number in [-1, 1] (a fraction of θ), got {eps}")
+
+
 def srp_keep_mask(v_tau, theta, eps=DEFAULT_MASK_EPS):
     """SRP keep-mask from the residual membrane after τ steps (Algorithm 1, line 12).
 

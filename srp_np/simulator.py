@@ -47,10 +47,11 @@ import numpy as np
 from .errors import SrpError
 from .kernels import aligned, aligned_empty
 from .kernels.events import dense_to_events
-from .kernels.gather import DEFAULT_KBLOCK, MAX_POOL_WINDOW, gather_bits, gather_if_bits, gather_weights, list_capacity
+from .kernels.gather import DEFAULT_KBLOCK, gather_bits, gather_if_bits, gather_weights, list_capacity
+from .kernels.simd import MAX_POOL_WINDOW
 from .kernels.spikes import bits_to_dense, if_bits, if_bits_fast, pool_bits_dense, pooled_counts
 from .kernels.synapses import avgpool_events, conv2d_events, linear_events
-from .neuron import DEFAULT_MASK_EPS
+from .neuron import DEFAULT_MASK_EPS, check_mask_eps
 from .ops import _int, apply_linear_node
 
 #: Memory budget (bytes) for one frame-major array; chunks of images are sized to fit.
@@ -377,8 +378,7 @@ class Simulator:
             raise SrpError(f"tau must be >= 0, got {tau}")
         if T < 1:
             raise SrpError(f"T must be >= 1, got {T}")
-        if not (np.isfinite(mask_eps) and -1.0 <= mask_eps <= 1.0):
-            raise SrpError(f"mask_eps must be a finite number in [-1, 1] (a fraction of θ), got {mask_eps}")
+        check_mask_eps(mask_eps)
         x = np.asarray(x)
         if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.model.input_shape):
             raise SrpError(f"input shape {list(x.shape[1:])} does not match the model's "

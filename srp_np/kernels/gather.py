@@ -22,8 +22,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .simd import (BLOCKS, MAX_POOL_WINDOW, acc1, acc1s, acc16, acc16s, acc32, acc32s, acc64, acc64s, acc128,
-                   acc128s, acc256, acc256s, push_bits16, push_bits32, push_bits64, push_pooled16, push_pooled32, push_pooled64)
+from .simd import (BLOCKS, acc1, acc1s, acc16, acc16s, acc32, acc32s, acc64, acc64s, acc128, acc128s, acc256, acc256s,
+                   push_bits16, push_bits32, push_bits64, push_pooled16, push_pooled32, push_pooled64)
 from . import aligned, flush_if_intrinsics_changed
 from .isa import ACC_BYTES, simd_path
 from .spikes import if_word, keep_word, popcnt64
@@ -280,7 +280,7 @@ def gather_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout, st
     :func:`_gather_frames`). ``ws_*`` are per-thread workspaces (rows:
     ``numba.config.NUMBA_NUM_THREADS``): list entries (uint32), their counts (the
     dtype), segment starts (int64), each :func:`list_capacity` long, and a pooling
-    window (uint64, ≥ :data:`MAX_POOL_WINDOW`).
+    window (uint64, ≥ :data:`.simd.MAX_POOL_WINDOW`).
     """
     F = bits.shape[0]
     P = Hout * Wout

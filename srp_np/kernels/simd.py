@@ -199,7 +199,7 @@ def _make_push(nchunks: int, pooled: bool):
 
 
 #: Largest pooling window (k·k spike words) the pooled push intrinsics read; larger pools take
-#: the dense path (the one definition: ``gather.MAX_POOL_WINDOW`` is this constant).
+#: the dense path (the one definition; the simulator reads it from here).
 MAX_POOL_WINDOW = _MAXWIN = 4
 
 push_bits16, push_bits32, push_bits64 = (_make_push(k, False) for k in (1, 2, 4))
