@@ -190,6 +190,12 @@ def _to_model_layout(arr: np.ndarray, shape) -> np.ndarray:
     return arr.reshape((arr.shape[0],) + tuple(shape))
 
 
+def _images_per_chunk(chunk_bytes: int, frame_bytes: int) -> int:
+    """Images per chunk: as many as fit ``chunk_bytes`` with one image's τ+T frames of the widest
+    node (``frame_bytes``), at least one."""
+    return max(1, int(chunk_bytes) // frame_bytes)
+
+
 def run_memory_needed(model, dtype, n: int, tau: int, T: int, record: bool = False,
                       chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
     """Estimated peak bytes of :meth:`Simulator.run` on ``n`` images (Python ints: exact however large).
@@ -199,11 +205,8 @@ def run_memory_needed(model, dtype, n: int, tau: int, T: int, record: bool = Fal
     conv → IF kernels); the outputs with T·n·classes; ``record`` adds per-neuron arrays.
     Needs no :class:`Simulator` (no kernel compilation): callers can refuse a run first."""
     S = max(1, int(tau) + int(T))
-    max_width = max(math.prod(s) for s in model.shapes.values())
-    frame = S * max_width * np.dtype(dtype).itemsize
-    per_image = S * max_width * np.dtype(dtype).itemsize          # as in Simulator.images_per_chunk
-    step = max(1, int(chunk_bytes) // per_image)
-    per_chunk = frame * (3 * max(1, min(int(n), step)) + _NT)
+    frame = S * max(math.prod(s) for s in model.shapes.values()) * np.dtype(dtype).itemsize   # one image's
+    per_chunk = frame * (3 * max(1, min(int(n), _images_per_chunk(chunk_bytes, frame))) + _NT)
     outputs = 2 * 8 * max(0, int(T)) * int(n) * model.num_classes
     rec = 0
     if record:
@@ -351,8 +354,7 @@ class Simulator:
         check_run_memory(self.model, self.dtype, n, tau, T, record, self.chunk_bytes)
 
     def images_per_chunk(self, S: int) -> int:
-        per_image = S * self.max_width * np.dtype(self.dtype).itemsize
-        return max(1, self.chunk_bytes // per_image)
+        return _images_per_chunk(self.chunk_bytes, S * self.max_width * np.dtype(self.dtype).itemsize)
 
     def run(self, x, tau: int, T: int, mask_eps: float = DEFAULT_MASK_EPS, record: bool = False,
             progress=None) -> SimResult:
