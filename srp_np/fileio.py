@@ -59,17 +59,15 @@ def open_regular(path, what: str = "file"):
     p = Path(path)
     if str(path) == "":
         raise SrpError(f"{what}: empty file name")
-    try:                                # never even open a device or FIFO (opening can have effects)
-        st = os.stat(p)
-    except FileNotFoundError:
-        raise SrpError(f"{what} not found: {p}") from None
-    except (OSError, ValueError) as e:       # ValueError: a NUL byte in the name
-        raise SrpError(f"cannot open {what} {p!r}: {getattr(e, 'strerror', None) or e}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise SrpError(f"{what} {p} is a directory, not a file")
-    if not stat.S_ISREG(st.st_mode):
-        raise SrpError(f"{what} {p} is not a regular file (a FIFO, device or socket): refused")
+
+    def refuse_non_regular(st):
+        if stat.S_ISDIR(st.st_mode):
+            raise SrpError(f"{what} {p} is a directory, not a file")
+        if not stat.S_ISREG(st.st_mode):
+            raise SrpError(f"{what} {p} is not a regular file (a FIFO, device or socket): refused")
+
     try:
+        refuse_non_regular(os.stat(p))     # never even open a device or FIFO (opening can have effects)
         fd = os.open(str(p), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise SrpError(f"{what} not found: {p}") from None
@@ -78,11 +76,7 @@ def open_regular(path, what: str = "file"):
     except (OSError, ValueError) as e:       # ValueError: a NUL byte in the name
         raise SrpError(f"cannot open {what} {p!r}: {getattr(e, 'strerror', None) or e}") from None
     try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise SrpError(f"{what} {p} is a directory, not a file")
-        if not stat.S_ISREG(st.st_mode):
-            raise SrpError(f"{what} {p} is not a regular file (a FIFO, device or socket): refused")
+        refuse_non_regular(os.fstat(fd))   # the file opened is the one checked (no race)
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
