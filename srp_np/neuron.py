@@ -3,7 +3,17 @@
 State and parameters are plain data; one step is a pure function, in the
 style of Norse's functional neuron modules. These NumPy versions are the
 specification: the dense reference simulator uses them directly and the
-Numba kernels in :mod:`srp_np.kernels.spikes` (``if_bits``) implement the same arithmetic.
+Numba kernels implement the same arithmetic through :mod:`srp_np.kernels.rules`.
+
+Each rule is written **once**, here, as data that every implementation reads:
+
+* :data:`FIRE_CMP` — the firing comparison ``u ≥ θ`` (Eq. 3 with H(0) = 1);
+* :data:`MASK_CMP` — the SRP keep comparison of each mask rule (Algorithm 1, line 12);
+* :data:`V0_FRACTION` — v(0) = θ/2, also the membrane at the stage boundary.
+
+The NumPy functions below, the scalar Numba helpers (:mod:`srp_np.kernels.rules`)
+and the 16-lane vector intrinsics (:mod:`srp_np.kernels.simd`) all build their
+comparisons from these constants: a change here changes every kernel.
 
 IF dynamics with reset by subtraction (Eqs. 2-3 of the paper)::
 
@@ -24,6 +34,53 @@ import numpy as np
 #: paper's Algorithm 1 writes ``v(τ) ≥ 0``).
 DEFAULT_MASK_EPS = 1e-3
 
+#: The IF firing rule (Eq. 3, s = H(u − θ) with H(0) = 1): a neuron spikes when ``u FIRE_CMP θ``.
+#: An LLVM ``fcmp`` predicate as llvmlite spells it, and a Python comparison operator.
+FIRE_CMP = ">="
+
+#: The SRP keep rules (Algorithm 1, line 12): a neuron keeps its stage-2 spikes when
+#: ``v(τ) MASK_CMP[rule] threshold``, the threshold being ε·θ (``authors``, their code) or 0
+#: (``paper``, Algorithm 1's ``v(τ) ≥ 0``; ε does not apply); see :func:`keep_threshold`.
+MASK_CMP = {"authors": ">", "paper": ">="}
+
+#: The mask rules in the order of their integer codes in the kernels (0: authors, 1: paper).
+MASK_RULES = ("authors", "paper")
+
+#: The default mask rule: the authors' code, whose results we match.
+DEFAULT_MASK_RULE = "authors"
+
+#: v(0) = V0_FRACTION·θ (Algorithm 1, line 3); membranes return to it at the stage boundary.
+V0_FRACTION = 0.5
+
+_NP_CMP = {">=": np.greater_equal, ">": np.greater}
+
+
+def initial_membrane(theta, dtype=np.float64):
+    """v(0) = θ/2 (Algorithm 1, line 3) in ``dtype`` (exact: a product by 1/2)."""
+    dt = np.dtype(dtype).type
+    return dt(theta) * dt(V0_FRACTION)
+
+
+def fires(u, theta):
+    """The firing rule ``u ≥ θ`` (Eq. 3) on arrays (:data:`FIRE_CMP`)."""
+    return _NP_CMP[FIRE_CMP](u, theta)
+
+
+def check_mask_rule(rule) -> int:
+    """The kernels' integer code of a mask rule name (:data:`MASK_RULES`); SrpError for others."""
+    from .errors import SrpError
+
+    if rule not in MASK_RULES:
+        raise SrpError(f"mask rule must be one of {', '.join(MASK_RULES)}, got {rule!r}")
+    return MASK_RULES.index(rule)
+
+
+def keep_threshold(theta, eps=DEFAULT_MASK_EPS, rule=DEFAULT_MASK_RULE, dtype=np.float64):
+    """The threshold the keep comparison uses: ε·θ for ``authors``, 0 for ``paper``."""
+    dt = np.dtype(dtype).type
+    check_mask_rule(rule)
+    return dt(eps) * dt(theta) if rule == "authors" else dt(0)
+
 
 class IFState(NamedTuple):
     """Membrane potential of a population of IF neurons."""
@@ -34,8 +91,8 @@ class IFState(NamedTuple):
 def if_init(shape, theta, dtype=np.float64) -> IFState:
     """Initial state v(0) = θ/2 (Algorithm 1, line 3)."""
     theta = np.asarray(theta, dtype=dtype)
-    return IFState(v=np.full(shape, theta / 2, dtype=dtype) if theta.ndim == 0
-                   else np.broadcast_to(theta / 2, shape).astype(dtype))
+    v0 = theta * np.dtype(dtype).type(V0_FRACTION)
+    return IFState(v=np.full(shape, v0, dtype=dtype) if theta.ndim == 0 else np.broadcast_to(v0, shape).astype(dtype))
 
 
 def if_step(x, state: IFState, theta, mask=None):
@@ -64,7 +121,7 @@ def if_step(x, state: IFState, theta, mask=None):
     dtype = state.v.dtype
     theta = dtype.type(theta)
     u = state.v + x.astype(dtype, copy=False)
-    s = u >= theta
+    s = fires(u, theta)
     v = u - theta * s.astype(dtype)
     if mask is not None:
         s = s & mask
@@ -80,13 +137,23 @@ def check_mask_eps(eps) -> None:
         raise SrpError(f"mask_eps must be a finite number in [-1, 1] (a fraction of θ), got {eps}")
 
 
-def srp_keep_mask(v_tau, theta, eps=DEFAULT_MASK_EPS):
+def srp_keep_mask(v_tau, theta, eps=DEFAULT_MASK_EPS, rule=DEFAULT_MASK_RULE):
     """SRP keep-mask from the residual membrane after τ steps (Algorithm 1, line 12).
 
-    Returns ``v(τ) > ε·θ``. The authors' code uses ε = 1e-3; ε = 0 with ``>=``
-    would be the paper's text (``v(τ) ≥ 0``). A neuron with v(τ) ≤ ε·θ is
-    silenced: Theorem 1 says a negative residual marks a neuron that fired
-    more than its ANN counterpart (Case 1 or 2 of the unevenness error).
+    ``rule="authors"`` (their code, the default) returns ``v(τ) > ε·θ`` with ε = 1e-3 by
+    default; ``rule="paper"`` returns ``v(τ) ≥ 0`` (Algorithm 1 as printed; ε is ignored).
+    A silenced neuron's stage-2 spikes are dropped. For a neuron whose ANN activation
+    a is positive, Theorem 1 says a negative residual means it fired more than a
+    (Case 1 or 2 of the unevenness error); for a = 0 it gives only φ ≥ a.
     """
     v_tau = np.asarray(v_tau)
-    return v_tau > v_tau.dtype.type(eps) * v_tau.dtype.type(theta)
+    thr = keep_threshold(theta, eps, rule, v_tau.dtype)
+    return _NP_CMP[MASK_CMP[rule]](v_tau, thr)
+
+
+def srp_stage_boundary(state: IFState, theta, eps=DEFAULT_MASK_EPS, rule=DEFAULT_MASK_RULE):
+    """The SRP stage boundary after τ steps (Algorithm 1, lines 11-13): read the residual
+    membrane, compute the keep-mask (:func:`srp_keep_mask`) and reset every membrane to
+    v(0) = θ/2. Returns ``(mask, new_state)``."""
+    mask = srp_keep_mask(state.v, theta, eps, rule)
+    return mask, if_init(state.v.shape, theta, state.v.dtype)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .neuron import DEFAULT_MASK_EPS, if_init, if_step, srp_keep_mask
+from .neuron import DEFAULT_MASK_EPS, DEFAULT_MASK_RULE, check_mask_rule, if_init, if_step, srp_stage_boundary
 from .ops import _int, apply_linear_node
 
 
@@ -36,7 +36,8 @@ class DenseResult:
     v_final: dict = field(default_factory=dict)
 
 
-def simulate_dense(model, x, tau: int, T: int, dtype=np.float64, mask_eps: float = DEFAULT_MASK_EPS) -> DenseResult:
+def simulate_dense(model, x, tau: int, T: int, dtype=np.float64, mask_eps: float = DEFAULT_MASK_EPS,
+                   mask_rule: str = DEFAULT_MASK_RULE) -> DenseResult:
     """Simulate Algorithm 1 (SRP) densely; ``tau = 0`` is plain QCFS conversion.
 
     Parameters
@@ -46,7 +47,10 @@ def simulate_dense(model, x, tau: int, T: int, dtype=np.float64, mask_eps: float
         Normalised inputs N×C×H×W; the analog image is fed every step.
     tau, T : int
         Stage-1 and stage-2 lengths.
+    mask_eps, mask_rule
+        The SRP keep-mask (:func:`srp_np.neuron.srp_keep_mask`).
     """
+    check_mask_rule(mask_rule)
     dtype = np.dtype(dtype).type
     x = np.asarray(x, dtype=dtype)
     n = x.shape[0]
@@ -93,8 +97,7 @@ def simulate_dense(model, x, tau: int, T: int, dtype=np.float64, mask_eps: float
         name, th = q["name"], dtype(q["threshold"])
         if tau > 0:
             res.v_tau[name] = state[name].v.copy()
-            masks[name] = srp_keep_mask(state[name].v, th, mask_eps)
-            state[name] = if_init(state[name].v.shape, th, dtype)
+            masks[name], state[name] = srp_stage_boundary(state[name], th, mask_eps, mask_rule)
         else:
             res.v_tau[name] = None
         res.mask[name] = masks[name] if masks[name] is not None else np.ones(state[name].v.shape, bool)

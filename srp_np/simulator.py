@@ -51,7 +51,8 @@ from .kernels.gather import DEFAULT_KBLOCK, gather_bits, gather_if_bits, gather_
 from .kernels.simd import MAX_POOL_WINDOW
 from .kernels.spikes import bits_to_dense, if_bits, if_bits_fast, pool_bits_dense, pooled_counts
 from .kernels.synapses import avgpool_events, conv2d_events, linear_events
-from .neuron import DEFAULT_MASK_EPS, check_mask_eps
+from .neuron import (DEFAULT_MASK_EPS, DEFAULT_MASK_RULE, check_mask_eps, check_mask_rule, initial_membrane,
+                     keep_threshold)
 from .ops import _int, apply_linear_node
 
 #: Memory budget (bytes) for one frame-major array; chunks of images are sized to fit.
@@ -357,7 +358,7 @@ class Simulator:
         return _images_per_chunk(self.chunk_bytes, S * self.max_width * np.dtype(self.dtype).itemsize)
 
     def run(self, x, tau: int, T: int, mask_eps: float = DEFAULT_MASK_EPS, record: bool = False,
-            progress=None) -> SimResult:
+            progress=None, mask_rule: str = DEFAULT_MASK_RULE) -> SimResult:
         """Simulate Algorithm 1 on normalised images ``x`` (N×C×H×W).
 
         Parameters
@@ -369,11 +370,14 @@ class Simulator:
         T : int
             Stage-2 steps (reported).
         mask_eps : float
-            SRP keeps a neuron iff ``v(τ) > mask_eps·θ``.
+            With ``mask_rule="authors"``, SRP keeps a neuron iff ``v(τ) > mask_eps·θ``.
         record : bool
             Keep per-neuron arrays (see :class:`SimResult`).
         progress : callable, optional
             Called with the number of images finished after each chunk.
+        mask_rule : {"authors", "paper"}
+            ``authors`` (default): keep iff v(τ) > ε·θ (their code); ``paper``: keep iff
+            v(τ) ≥ 0 (Algorithm 1 as printed; ε unused). See :func:`srp_np.neuron.srp_keep_mask`.
         """
         tau, T = int(tau), int(T)
         if tau < 0:
@@ -381,6 +385,7 @@ class Simulator:
         if T < 1:
             raise SrpError(f"T must be >= 1, got {T}")
         check_mask_eps(mask_eps)
+        check_mask_rule(mask_rule)
         x = np.asarray(x)
         if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.model.input_shape):
             raise SrpError(f"input shape {list(x.shape[1:])} does not match the model's "
@@ -393,7 +398,7 @@ class Simulator:
             with self._lock, _serial_blas():
                 _THREADS.user = _THREADS.current = numba.get_num_threads()
                 try:
-                    parts.append(self._run_chunk(x[s:s + step], tau, T, mask_eps, record))
+                    parts.append(self._run_chunk(x[s:s + step], tau, T, mask_eps, mask_rule, record))
                 finally:
                     numba.set_num_threads(_THREADS.user)
                     _THREADS.user = None
@@ -512,7 +517,7 @@ class Simulator:
         tally("sops", name, sops)
         return out
 
-    def _run_chunk(self, x, tau, T, mask_eps, record) -> SimResult:
+    def _run_chunk(self, x, tau, T, mask_eps, mask_rule, record) -> SimResult:
         t0 = time.perf_counter()
         model, dt = self.model, self.dtype
         B, S = x.shape[0], tau + T
@@ -523,6 +528,11 @@ class Simulator:
                         record={} if record else None)
         dummy_f = np.zeros((1, 1), dt)
         nthreads = numba.get_num_threads()
+        rule = check_mask_rule(mask_rule)
+
+        def srp_args(th):
+            """(θ, v(0), keep threshold, rule code) of an IF layer of threshold θ."""
+            return th, initial_membrane(th, dt), keep_threshold(th, mask_eps, mask_rule, dt), rule
 
         pending = []        # (attribute of res, node, per-frame counts), summed per image at the end
 
@@ -573,16 +583,16 @@ class Simulator:
                     rec = dict(v_tau=np.zeros((B, size), dt), mask=np.ones((B, size), np.bool_),
                                spikes_stage1=np.zeros((B, size), np.int32), spikes=np.zeros((B, size), np.int32),
                                input_sum=np.zeros((B, size), np.float64))
-                    _pick(if_bits, 2 * F * size)(cur, static, B, S, tau, th, th / dt(2), dt(mask_eps) * th, P, C,
-                                                 pblock, True, bits, counts, rec["v_tau"], rec["mask"],
+                    _pick(if_bits, 2 * F * size)(cur, static, B, S, tau, *srp_args(th), P, C, pblock, True,
+                                                 bits, counts, rec["v_tau"], rec["mask"],
                                                  rec["spikes_stage1"], rec["spikes"], rec["input_sum"])
                     if tau == 0:
                         rec["v_tau"] = None
                     res.record[name] = {k: (None if v is None else _to_model_layout(v, shape))
                                         for k, v in rec.items()}
                 else:
-                    _pick(if_bits_fast, 2 * F * size)(cur, static, B, S, tau, th, th / dt(2), dt(mask_eps) * th, P,
-                                                      C, pblock, bits, counts)
+                    _pick(if_bits_fast, 2 * F * size)(cur, static, B, S, tau, *srp_args(th), P, C, pblock, bits,
+                                                      counts)
                 cnt = counts.sum(axis=1, dtype=np.int64)
                 self._temp_done(counts)
                 if not static:
@@ -626,8 +636,8 @@ class Simulator:
                     ws += [self._scratch_array("cur", (_NT, S * size), dt), self._scratch_array("v", (_NT, size), dt),
                            self._scratch_array("keepw", (_NT, P * NW), np.uint64)]
                     _pick(gather_if_bits, work + 2 * F * size)(
-                        bits, Ws, k, scale, self._wflat[name], b, has_b, *geom, KBLOCK, B, S, tau, th, th / dt(2),
-                        dt(mask_eps) * th, -(-P // npb), bits_out, counts, sops, *ws, res_kind, *res_args)
+                        bits, Ws, k, scale, self._wflat[name], b, has_b, *geom, KBLOCK, B, S, tau, *srp_args(th),
+                        -(-P // npb), bits_out, counts, sops, *ws, res_kind, *res_args)
                     cnt = counts.sum(axis=1, dtype=np.int64)
                     self._temp_done(counts)
                     qn = q["name"]
@@ -771,6 +781,7 @@ def _channels(shape) -> int:
 
 
 def simulate(model, x, tau: int, T: int, dtype=np.float32, mask_eps: float = DEFAULT_MASK_EPS,
-             record: bool = False, progress=None) -> SimResult:
+             record: bool = False, progress=None, mask_rule: str = DEFAULT_MASK_RULE) -> SimResult:
     """Convenience wrapper: ``Simulator(model, dtype).run(x, tau, T, ...)``."""
-    return Simulator(model, dtype).run(x, tau, T, mask_eps=mask_eps, record=record, progress=progress)
+    return Simulator(model, dtype).run(x, tau, T, mask_eps=mask_eps, record=record, progress=progress,
+                                       mask_rule=mask_rule)

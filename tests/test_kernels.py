@@ -8,6 +8,7 @@ from srp_np import ops
 from srp_np import simulator as simmod
 from srp_np.kernels import ALIGN, aligned, aligned_empty, cache_is_warm, warmup
 from srp_np.kernels.gather import gather_bits, gather_if_bits, gather_weights, list_capacity
+from srp_np.kernels.rules import AUTHORS
 from srp_np.kernels.spikes import bits_to_dense, if_bits, if_bits_fast, pool_bits_dense, pooled_counts
 from srp_np.neuron import if_init, if_step, srp_keep_mask
 from srp_np.simulator import Simulator
@@ -67,11 +68,11 @@ def test_if_kernels_match_numpy(dtype, static, tau, P, C, pblock):
     NW = (C + 63) // 64
     half, keep = theta / dtype(2), dtype(eps) * theta
     b1, c1 = np.empty((B * S, P, NW), np.uint64), np.empty((B * S, P), np.int32)
-    if_bits_fast(cur, static, B, S, tau, theta, half, keep, P, C, pblock, b1, c1)
+    if_bits_fast(cur, static, B, S, tau, theta, half, keep, AUTHORS, P, C, pblock, b1, c1)
     b2, c2 = np.empty_like(b1), np.empty_like(c1)
     rec = [np.zeros((B, N), dtype), np.ones((B, N), bool), np.zeros((B, N), np.int32), np.zeros((B, N), np.int32),
            np.zeros((B, N))]
-    if_bits(cur, static, B, S, tau, theta, half, keep, P, C, pblock, True, b2, c2, *rec)
+    if_bits(cur, static, B, S, tau, theta, half, keep, AUTHORS, P, C, pblock, True, b2, c2, *rec)
     got = unpack(b1, C).reshape(B * S, N)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(b1, b2)
@@ -210,10 +211,10 @@ def test_gather_if_equals_gather_then_if(dtype, tau, pool, res, pblock):
         cur += res_dense
     NW = (Cout + 63) // 64
     b1, c1 = np.empty((F, P, NW), np.uint64), np.empty((F, P), np.int32)
-    if_bits_fast(cur, False, B, S, tau, th, th / 2, eps * th, P, Cout, 4, b1, c1)
+    if_bits_fast(cur, False, B, S, tau, th, th / 2, eps * th, AUTHORS, P, Cout, 4, b1, c1)
     nt = numba.config.NUMBA_NUM_THREADS
     b2, c2, s2 = np.empty_like(b1), np.empty_like(c1), np.empty(F, np.int64)
-    gather_if_bits(bits, Hs, pool, scale, w, b, True, *geom, KB, B, S, tau, th, th / 2, eps * th, pblock, b2, c2, s2,
+    gather_if_bits(bits, Hs, pool, scale, w, b, True, *geom, KB, B, S, tau, th, th / 2, eps * th, AUTHORS, pblock, b2, c2, s2,
                    *gather_workspace(k, k, Cin, S * P, dtype), np.empty((nt, S * P * Cout), dtype),
                    np.empty((nt, P * Cout), dtype), np.empty((nt, P * NW), np.uint64), res, res_theta, res_bits,
                    res_dense)

@@ -36,19 +36,24 @@ def dyadic_graph(seed, C):
     return model, x
 
 
+CASES = [(0, 1e-3, "authors"), (1, 0.0, "authors"), (2, 0.25, "authors"), (3, 0.5, "authors"), (2, 0.0, "authors"),
+         (1, 0.25, "paper"), (2, 0.0, "paper")]
+
+
 @pytest.mark.parametrize("C", [16, 19])
-@pytest.mark.parametrize("tau,eps", [(0, 1e-3), (1, 0.0), (2, 0.25), (3, 0.5), (2, 0.0)])
+@pytest.mark.parametrize("tau,eps,rule", CASES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_rules_at_their_boundaries_in_every_kernel(C, tau, eps, dtype):
+def test_rules_at_their_boundaries_in_every_kernel(C, tau, eps, rule, dtype):
     ties = v_ties = 0
+    kw = dict(mask_eps=eps, mask_rule=rule)
     for seed in range(6):
         model, x = dyadic_graph(seed, C)
         T = 4
-        dense = simulate_dense(model, x, tau, T, dtype=dtype, mask_eps=eps)
+        dense = simulate_dense(model, x, tau, T, dtype=dtype, **kw)
         sim = Simulator(model, dtype)
-        fused = sim.run(x, tau, T, mask_eps=eps)                       # batch ≥ 2 × threads: fused kernels
-        single = [sim.run(x[i:i + 1], tau, T, mask_eps=eps) for i in range(len(x))]   # unfused
-        rec = sim.run(x, tau, T, mask_eps=eps, record=True)            # record-mode kernel
+        fused = sim.run(x, tau, T, **kw)                       # batch ≥ 2 × threads: fused kernels
+        single = [sim.run(x[i:i + 1], tau, T, **kw) for i in range(len(x))]   # unfused
+        rec = sim.run(x, tau, T, record=True, **kw)            # record-mode kernel
         for qn in model.qcfs_nodes:
             n, th = qn["name"], qn["threshold"]
             want = dense.spikes[n].reshape(len(x), -1)
@@ -59,8 +64,8 @@ def test_rules_at_their_boundaries_in_every_kernel(C, tau, eps, dtype):
                                           err_msg=f"batch 1 {n}")
             np.testing.assert_array_equal(rec.record[n]["spikes"], dense.spikes[n], err_msg=f"record {n}")
             np.testing.assert_array_equal(rec.record[n]["mask"], dense.mask[n], err_msg=f"mask {n}")
-            if tau:
-                v_ties += int((dense.v_tau[n] == dtype(eps) * dtype(th)).sum())
+            if tau:      # residuals exactly on the keep boundary: ε·θ (authors), 0 (paper)
+                v_ties += int((dense.v_tau[n] == (dtype(eps) * dtype(th) if rule == "authors" else 0)).sum())
             ties += int((dense.v_final[n] == 0).sum())
         # the output layer after a 5×5 pool is not dyadic: equal up to rounding (latency and averaging
         # rules: outputs[t-1] is the mean over stage-2 steps 1..t)
@@ -72,3 +77,59 @@ def test_rules_at_their_boundaries_in_every_kernel(C, tau, eps, dtype):
     assert ties > 0
     if tau:
         assert v_ties > 0
+
+
+# --------------------------------------------------------------------------- the specification itself
+# The kernels and the dense reference read one definition of each rule (srp_np.neuron's constants), so
+# comparing them cannot notice a change of that definition. These tests pin the definition against the
+# paper's rules written out here, with exact (dyadic) values on each boundary.
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_spec_fires_at_exactly_theta_and_resets_by_subtraction(dtype):
+    from srp_np.neuron import if_init, if_step
+
+    theta = dtype(0.5)
+    state = if_init((4,), theta, dtype)
+    assert np.all(state.v == dtype(0.25))                                  # v(0) = θ/2
+    x = np.array([0.25, 0.0, 0.5, 0.75], dtype)                            # u = 0.5, 0.25, 0.75, 1.0
+    out, s, state = if_step(x, state, theta)
+    np.testing.assert_array_equal(s, [True, False, True, True])          # u ≥ θ fires, at θ too
+    np.testing.assert_array_equal(state.v, np.array([0.0, 0.25, 0.25, 0.5], dtype))   # u − θ·s
+    np.testing.assert_array_equal(out, np.array([0.5, 0, 0.5, 0.5], dtype))            # each spike is worth θ
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_spec_keep_mask_at_its_boundary(dtype):
+    from srp_np.neuron import IFState, srp_keep_mask, srp_stage_boundary
+
+    theta = dtype(0.5)
+    v = np.array([-0.25, 0.0, 0.125, 0.25], dtype)
+    # authors: v(τ) > ε·θ (ε·θ = 0.125 for ε = 0.25; 0 for ε = 0)
+    np.testing.assert_array_equal(srp_keep_mask(v, theta, 0.25), [False, False, False, True])
+    np.testing.assert_array_equal(srp_keep_mask(v, theta, 0.0), [False, False, True, True])
+    # paper: v(τ) ≥ 0, whatever ε
+    np.testing.assert_array_equal(srp_keep_mask(v, theta, 0.25, "paper"), [False, True, True, True])
+    mask, state = srp_stage_boundary(IFState(v=v), theta, 0.0, "paper")
+    np.testing.assert_array_equal(mask, [False, True, True, True])
+    assert np.all(state.v == dtype(0.25))                                  # back to θ/2
+
+
+def test_paper_rule_differs_from_authors_rule_only_on_the_boundary():
+    """On one model: the paper's rule keeps the neurons with 0 ≤ v(τ) ≤ ε·θ that the authors'
+    rule silences, and nothing else changes."""
+    model, x = dyadic_graph(0, 16)
+    a = simulate_dense(model, x, 2, 4, mask_eps=0.25)
+    p = simulate_dense(model, x, 2, 4, mask_eps=0.25, mask_rule="paper")
+    first = model.qcfs_nodes[0]["name"]
+    th = model.qcfs_nodes[0]["threshold"]
+    band = (a.v_tau[first] >= 0) & (a.v_tau[first] <= 0.25 * th)
+    assert band.any()
+    np.testing.assert_array_equal(p.mask[first] & ~a.mask[first], band)
+
+
+def test_unknown_mask_rule_is_refused():
+    from srp_np.errors import SrpError
+
+    model, x = dyadic_graph(0, 16)
+    with pytest.raises(SrpError, match="mask rule"):
+        Simulator(model).run(x[:1], 1, 1, mask_rule="strict")

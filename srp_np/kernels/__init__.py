@@ -64,14 +64,15 @@ _DIGEST = None
 
 
 def _intrinsics_digest() -> str:
-    """SHA-256 of ``simd.py`` and ``isa.py``, read once per process."""
+    """SHA-256 of the files the kernels inline from elsewhere (``simd.py``, ``isa.py``, ``rules.py``
+    and the rule constants of ``neuron.py``), read once per process."""
     global _DIGEST
     if _DIGEST is None:
         import hashlib
 
         here = _os.path.dirname(__file__)
         h = hashlib.sha256()
-        for name in ("simd.py", "isa.py"):
+        for name in ("simd.py", "isa.py", "rules.py", _os.path.join("..", "neuron.py")):
             with open(_os.path.join(here, name), "rb") as f:
                 h.update(f.read())
         _DIGEST = h.hexdigest()
@@ -84,7 +85,7 @@ def flush_if_intrinsics_changed(*dispatchers) -> None:
     Numba keys a kernel's cache by the kernel's own source file only: after an
     edit of ``simd.py`` or ``isa.py`` alone (a ``git pull``, say) the kernels in
     ``gather.py`` and ``spikes.py`` would keep their old compiled code. A stamp
-    (a hash of those two files) next to each cache says which version compiled it;
+    (a hash of those files, see :func:`_intrinsics_digest`) next to each cache says which version compiled it;
     on a mismatch the cache is flushed (Numba's ``Cache.flush``) and the kernels
     recompile on first use. Read-only caches are left alone."""
     digest = _intrinsics_digest()

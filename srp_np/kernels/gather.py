@@ -26,7 +26,8 @@ from .simd import (BLOCKS, acc1, acc1s, acc16, acc16s, acc32, acc32s, acc64, acc
                    push_bits16, push_bits32, push_bits64, push_pooled16, push_pooled32, push_pooled64)
 from . import aligned, flush_if_intrinsics_changed
 from .isa import ACC_BYTES, simd_path
-from .spikes import if_word, keep_word, popcnt64
+from .rules import masked, reads_mask
+from .spikes import if_word, popcnt64, srp_boundary
 
 
 #: Bytes of accumulator registers an output block may take on this target (:data:`.isa.ACC_BYTES`).
@@ -312,7 +313,7 @@ def gather_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout, st
 
 @njit(parallel=True, cache=True)
 def gather_if_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout, stride, pad, Hin, Win, Hout, Wout,
-                   kblock, B, S, tau, theta, half, thr_keep, pblock, bits_out, counts, sops, ws_offs, ws_cnt, ws_start,
+                   kblock, B, S, tau, theta, half, thr_keep, rule, pblock, bits_out, counts, sops, ws_offs, ws_cnt, ws_start,
                    ws_win, ws_cur, ws_v, ws_keepw, res_kind, res_theta, res_bits, res_dense):
     """:func:`gather_bits` followed by its IF layer, fused: a work unit is one image
     and a block of ``pblock`` output positions; its S frames of currents go to a
@@ -368,22 +369,17 @@ def gather_if_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout,
         for t in range(S):
             f = b * S + t
             cb = np.uint64(t * N)
-            if (t == tau) & (tau > 0):
-                for p in range(p0, p1):
-                    for wd in range(NWo):
-                        c0 = wd * 64
-                        keepw[p * NWo + wd] = keep_word(v, np.uint64(p * C + c0), min(C, c0 + 64) - c0, thr_keep)
-                for i in range(np.uint64(p0 * C), np.uint64(p1 * C)):
-                    v[i] = half
-            masked = (t >= tau) & (tau > 0)
+            if reads_mask(t, tau):
+                srp_boundary(v, keepw, p0, p1, C, NWo, p0 * C, p1 * C, half, thr_keep, rule)
+            mask_on = masked(t, tau)
             for p in range(p0, p1):
                 cnt = 0
                 for wd in range(NWo):
                     c0 = wd * 64
                     lb = np.uint64(p * C + c0)
                     word = if_word(v, lb, cur1, cb + lb, min(C, c0 + 64) - c0, theta)
-                    if masked:
-                        word &= keepw[p * NWo + wd]
+                    if mask_on:
+                        word &= keepw[(p - p0) * NWo + wd]
                     bits_out[f, p, wd] = word
                     cnt += popcnt64(word)
                 counts[f, p] = cnt

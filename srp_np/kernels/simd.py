@@ -27,6 +27,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ..neuron import FIRE_CMP, MASK_CMP
+
 #: Output block widths (elements) of :func:`accumulate`, widest first, and rows per call.
 BLOCKS = ((256, 1), (128, 1), (64, 1), (32, 2), (16, 4), (1, 8))
 
@@ -333,9 +335,10 @@ def _vec_ptr(builder, base, idx, vty):
 @intrinsic
 def if_step16(typingctx, v, vb, cur, cb, theta):
     """One IF step (Eqs. 2-3, reset by subtraction) of the 16 neurons ``v[vb : vb+16]`` with
-    inputs ``cur[cb : cb+16]``, as one vector of each: ``u = v + x``; spike ``s = u ≥ θ``;
-    ``v = u − θ`` where s, else u. Returns the spikes as bits 0-15 of a uint64. The same
-    operations, in the same precision, as the scalar loop of :func:`.spikes.if_word`."""
+    inputs ``cur[cb : cb+16]``, as one vector of each: ``u = v + x``; spike ``s = u ≥ θ``
+    (:data:`srp_np.neuron.FIRE_CMP`); ``v = u − θ`` where s, else u. Returns the spikes as
+    bits 0-15 of a uint64. The same operations, in the same precision, as the scalar
+    :func:`.rules.if_update`."""
     if v.dtype != cur.dtype:
         return None
     sig = types.uint64(v, types.uint64, cur, types.uint64, v.dtype)
@@ -349,25 +352,34 @@ def if_step16(typingctx, v, vb, cur, cb, theta):
         vp = _vec_ptr(builder, vdata, vb_, vty)
         u = builder.fadd(builder.load(vp, align=1), builder.load(_vec_ptr(builder, cdata, cb_, vty), align=1))
         thv = _splat(builder, vty, th_)
-        s = builder.fcmp_ordered(">=", u, thv)
+        s = builder.fcmp_ordered(FIRE_CMP, u, thv)
         builder.store(builder.select(s, builder.fsub(u, thv), u), vp, align=1)
         return builder.zext(builder.bitcast(s, ir.IntType(16)), ir.IntType(64))
 
     return sig, codegen
 
 
-@intrinsic
-def keep16(typingctx, v, vb, thr):
-    """SRP keep-mask ``v(τ) > ε·θ`` of the 16 neurons ``v[vb : vb+16]`` as bits 0-15 of a uint64."""
-    sig = types.uint64(v, types.uint64, v.dtype)
+def _make_keep16(op: str):
+    """An intrinsic: the SRP keep test ``v(τ) op thr`` of the 16 neurons ``v[vb : vb+16]`` as
+    bits 0-15 of a uint64 (one vector compare)."""
 
-    def codegen(context, builder, signature, args):
-        v_, vb_, thr_ = args
-        fty = context.get_value_type(signature.args[0].dtype)
-        vty = ir.VectorType(fty, 16)
-        vdata = _array_data(context, builder, signature.args[0], v_)
-        s = builder.fcmp_ordered(">", builder.load(_vec_ptr(builder, vdata, vb_, vty), align=1),
-                                 _splat(builder, vty, thr_))
-        return builder.zext(builder.bitcast(s, ir.IntType(16)), ir.IntType(64))
+    def keep16(typingctx, v, vb, thr):
+        sig = types.uint64(v, types.uint64, v.dtype)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            v_, vb_, thr_ = args
+            fty = context.get_value_type(signature.args[0].dtype)
+            vty = ir.VectorType(fty, 16)
+            vdata = _array_data(context, builder, signature.args[0], v_)
+            s = builder.fcmp_ordered(op, builder.load(_vec_ptr(builder, vdata, vb_, vty), align=1),
+                                     _splat(builder, vty, thr_))
+            return builder.zext(builder.bitcast(s, ir.IntType(16)), ir.IntType(64))
+
+        return sig, codegen
+
+    return intrinsic(keep16)
+
+
+#: The keep tests of the two mask rules (:data:`srp_np.neuron.MASK_CMP`): ``v > ε·θ`` and ``v ≥ 0``.
+keep16_authors = _make_keep16(MASK_CMP["authors"])
+keep16_paper = _make_keep16(MASK_CMP["paper"])

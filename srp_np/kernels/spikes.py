@@ -15,7 +15,8 @@ from numba.core import types
 from numba.extending import intrinsic
 
 from . import flush_if_intrinsics_changed
-from .simd import if_step16, keep16
+from .rules import AUTHORS, if_update, in_stage2, keeps, masked, reads_mask
+from .simd import if_step16, keep16_authors, keep16_paper
 
 
 @intrinsic
@@ -47,9 +48,9 @@ def _lowbit_clear(w):
 
 # --------------------------------------------------------------------------- IF → bits
 @njit(parallel=True, cache=True)
-def if_bits(cur, static, B, S, tau, theta, half, thr_keep, P, C, pblock, record,
+def if_bits(cur, static, B, S, tau, theta, half, thr_keep, rule, P, C, pblock, record,
             bits, counts, v_tau_out, mask_out, count1_out, count2_out, insum_out):
-    """IF layer with SRP for all frames; spikes written as bit sets.
+    """IF layer with SRP for all frames; spikes written as bit sets (the schedule of :mod:`.rules`).
 
     ``cur`` is F×(P·C) channels-last (or B×(P·C) when ``static``: the same
     current every step). Work units are (image, block of ``pblock``
@@ -70,16 +71,16 @@ def if_bits(cur, static, B, S, tau, theta, half, thr_keep, P, C, pblock, record,
         for i in range(nn):
             v[i] = half
         for t in range(S):
-            if (t == tau) & (tau > 0):
+            if reads_mask(t, tau):
                 for i in range(nn):
-                    keep[i] = v[i] > thr_keep
+                    keep[i] = keeps(v[i], thr_keep, rule)
                     if record:
                         v_tau_out[b, n0 + i] = v[i]
                         mask_out[b, n0 + i] = keep[i]
                     v[i] = half
             f = b * S + t
             row = b if static else f
-            stage2 = t >= tau
+            stage2 = in_stage2(t, tau)
             for p in range(p0, p1):
                 base = p * C
                 lb = base - n0
@@ -91,18 +92,14 @@ def if_bits(cur, static, B, S, tau, theta, half, thr_keep, P, C, pblock, record,
                     for c in range(c0, c1):
                         x = cur[row, base + c]
                         i = lb + c
-                        u_ = v[i] + x
-                        if u_ >= theta:
-                            v[i] = u_ - theta
-                            if (not stage2) | keep[i]:
+                        if if_update(v, i, x, theta):
+                            if (not masked(t, tau)) | keep[i]:
                                 word |= np.uint64(1) << np.uint64(c - c0)
                                 if record:
                                     if stage2:
                                         count2_out[b, n0 + i] += 1
                                     else:
                                         count1_out[b, n0 + i] += 1
-                        else:
-                            v[i] = u_
                         if record & stage2:
                             insum_out[b, n0 + i] += x
                     bits[f, p, wd] = word
@@ -115,35 +112,50 @@ def if_word(v, vb, cur, cb, n, theta):
     """One IF step (Eqs. 2-3, reset by subtraction) of the n ≤ 64 neurons ``v[vb + j]``
     with inputs ``cur[cb + j]``; returns their spikes as bits j of a word. Each full 16
     neurons are one vector step (:func:`.simd.if_step16`: a compare gives the 16 spike
-    bits at once), the rest a branch-free loop; both compute ``u = v + x``, ``u ≥ θ``,
+    bits at once), the rest :func:`.rules.if_update`; both compute ``u = v + x``, ``u ≥ θ``,
     ``u − θ`` in the same precision."""
     word = np.uint64(0)
     n16 = np.uint64(n) & ~np.uint64(15)
     for k in range(np.uint64(0), n16, np.uint64(16)):
         word |= if_step16(v, vb + k, cur, cb + k, theta) << k
     for j in range(n16, np.uint64(n)):
-        u_ = v[vb + j] + cur[cb + j]
-        s = u_ >= theta
-        v[vb + j] = u_ - theta if s else u_
-        word |= np.uint64(s) << j
+        word |= np.uint64(if_update(v, vb + j, cur[cb + j], theta)) << j
     return word
 
 
 @njit(cache=True, inline="always")
-def keep_word(v, vb, n, thr_keep):
-    """SRP keep-mask (v(τ) > ε·θ) of the n ≤ 64 neurons ``v[vb + j]`` as bits j of a word
-    (16 at a time with :func:`.simd.keep16`)."""
+def keep_word(v, vb, n, thr_keep, rule):
+    """SRP keep-mask (:func:`.rules.keeps`) of the n ≤ 64 neurons ``v[vb + j]`` as bits j of a
+    word (16 at a time with :func:`.simd.keep16_authors` / :func:`.simd.keep16_paper`)."""
     word = np.uint64(0)
     n16 = np.uint64(n) & ~np.uint64(15)
     for k in range(np.uint64(0), n16, np.uint64(16)):
-        word |= keep16(v, vb + k, thr_keep) << k
+        if rule == AUTHORS:
+            word |= keep16_authors(v, vb + k, thr_keep) << k
+        else:
+            word |= keep16_paper(v, vb + k, thr_keep) << k
     for j in range(n16, np.uint64(n)):
-        word |= np.uint64(v[vb + j] > thr_keep) << j
+        word |= np.uint64(keeps(v[vb + j], thr_keep, rule)) << j
     return word
 
 
+@njit(cache=True, inline="always")
+def srp_boundary(v, keepw, p0, p1, C, NW, n0, n1, half, thr_keep, rule):
+    """The stage boundary of the neurons of positions p0 ≤ p < p1 (Algorithm 1, lines 11-13).
+
+    Neuron (p, c) is ``v[n0 + (p − p0)·C + c]``. Writes the keep words (:func:`keep_word`)
+    to ``keepw[(p − p0)·NW + w]``, then resets ``v[n0 : n1]`` to v(0) = ``half``."""
+    for p in range(p0, p1):
+        for wd in range(NW):
+            c0 = wd * 64
+            keepw[(p - p0) * NW + wd] = keep_word(v, np.uint64(n0 + (p - p0) * C + c0), min(C, c0 + 64) - c0,
+                                                  thr_keep, rule)
+    for i in range(np.uint64(n0), np.uint64(n1)):
+        v[i] = half
+
+
 @njit(parallel=True, cache=True)
-def if_bits_fast(cur, static, B, S, tau, theta, half, thr_keep, P, C, pblock, bits, counts):
+def if_bits_fast(cur, static, B, S, tau, theta, half, thr_keep, rule, P, C, pblock, bits, counts):
     """:func:`if_bits` without recording: the neurons of a spike word are updated by
     :func:`if_word` (vectorised) and the SRP mask is applied as a word (:func:`keep_word`)."""
     NW = bits.shape[2]
@@ -160,25 +172,19 @@ def if_bits_fast(cur, static, B, S, tau, theta, half, thr_keep, P, C, pblock, bi
         for i in range(nn):
             v[i] = half
         for t in range(S):
-            if (t == tau) & (tau > 0):
-                for p in range(p0, p1):
-                    for wd in range(NW):
-                        c0 = wd * 64
-                        keepw[(p - p0) * NW + wd] = keep_word(v, np.uint64((p - p0) * C + c0), min(C, c0 + 64) - c0,
-                                                              thr_keep)
-                for i in range(nn):
-                    v[i] = half
+            if reads_mask(t, tau):
+                srp_boundary(v, keepw, p0, p1, C, NW, 0, nn, half, thr_keep, rule)
             f = b * S + t
             row = b if static else f
             rb = np.uint64(row * N)
-            masked = (t >= tau) & (tau > 0)
+            mask_on = masked(t, tau)
             for p in range(p0, p1):
                 cnt = 0
                 for wd in range(NW):
                     c0 = wd * 64
                     word = if_word(v, np.uint64((p - p0) * C + c0), cur1, rb + np.uint64(p * C + c0),
                                    min(C, c0 + 64) - c0, theta)
-                    if masked:
+                    if mask_on:
                         word &= keepw[(p - p0) * NW + wd]
                     bits[f, p, wd] = word
                     cnt += popcnt64(word)
