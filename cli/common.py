@@ -205,10 +205,10 @@ def progress_bar(total: int, desc: str):
 def announce_compilation(dtype) -> None:
     """Tell the user when Numba kernels will be compiled (cold cache)."""
     try:
-        from srp_np.kernels import cache_is_warm
+        from srp_np.warmup import cache_is_warm
     except ImportError:
         return
-    if not cache_is_warm():
+    if not cache_is_warm(dtype):
         click.echo("compiling Numba kernels (first run only; cached on disk for the next runs)...", err=True)
 
 

@@ -6,11 +6,35 @@ bad input.
 """
 from __future__ import annotations
 
+import re
 import sys
 
 import click
 
 from srp_np.errors import SrpError
+
+
+_PARAM = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
+
+
+def _flags(group) -> dict:
+    """Parameter name → its long flag, over every command of the CLI (``data_dir`` → ``--data-dir``)."""
+    out = {}
+    stack = [group]
+    while stack:
+        cmd = stack.pop()
+        for p in getattr(cmd, "params", ()):
+            if isinstance(p, click.Option):
+                out.setdefault(p.name, max(p.opts, key=len))
+        stack.extend(getattr(cmd, "commands", {}).values())
+    return out
+
+
+def cli_terms(msg, group=None) -> str:
+    """A library message in the CLI's terms: the library names its parameters in backticks
+    (`` `tau` ``); here they become the flags that set them (``--tau``), or the bare name."""
+    flags = _flags(group) if group is not None else {}
+    return _PARAM.sub(lambda m: flags.get(m.group(1), m.group(1)), str(msg))
 
 
 def _one_line(msg) -> str:
@@ -41,7 +65,7 @@ class SrpGroup(click.Group):
             click.echo(f"error: {_one_line(e.format_message())}", err=True)
             sys.exit(2)
         except SrpError as e:
-            click.echo(f"error: {_one_line(e)}", err=True)
+            click.echo(f"error: {_one_line(cli_terms(e, self))}", err=True)
             sys.exit(2)
         except Exception as e:  # an internal error: a bug, not bad input
             if os.environ.get("SRP_NP_DEBUG"):
@@ -55,7 +79,7 @@ class SrpGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SrpError as e:
-            click.echo(f"error: {_one_line(e)}", err=True)
+            click.echo(f"error: {_one_line(cli_terms(e, self))}", err=True)
             ctx.exit(2)
         except MemoryError:
             click.echo("error: out of memory: try fewer images at once (--batch-size where the command has it) "

@@ -44,8 +44,7 @@ def ann_forward(model, x, dtype=np.float64, return_activations: bool = False, wo
     for i, node in enumerate(model.nodes):
         ins = [values[s] for s in node["inputs"]]
         if node["op"] == "qcfs":
-            lam = dtype(node["threshold"])
-            a = _qcfs(ins[0], lam, L)
+            a = model.typed(node).dense(ins, model.arrays, L=L)
             if return_activations:
                 acts[node["name"]] = (ins[0], a)
             values[node["name"]] = a
@@ -57,16 +56,3 @@ def ann_forward(model, x, dtype=np.float64, return_activations: bool = False, wo
                 del values[s]
     logits = values[model.output]
     return (logits, acts) if return_activations else logits
-
-
-def _qcfs(y: np.ndarray, lam, L: int) -> np.ndarray:
-    """:func:`srp_np.analytic.qcfs` for ``lam`` of ``y``'s dtype and a Python int ``L``, written into one new
-    array: the same operations in the same order and precision, so the same bits (tests/test_ann.py)."""
-    out = np.divide(y, lam)
-    np.multiply(out, L, out=out)
-    np.add(out, 0.5, out=out)
-    np.floor(out, out=out)
-    np.divide(out, L, out=out)
-    np.clip(out, 0.0, 1.0, out=out)
-    np.multiply(out, lam, out=out)
-    return out

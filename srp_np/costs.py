@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .opset import REGISTRY
+
 #: Energy per accumulate (J): 32-bit float add, 45 nm (Horowitz, ISSCC 2014).
 E_AC = 0.9e-12
 #: Energy per multiply-accumulate (J): 32-bit float mult (3.7 pJ) + add (0.9 pJ), 45 nm (Horowitz, ISSCC 2014).
@@ -36,42 +38,15 @@ ENERGY_SOURCE = ("estimate: E_AC per accumulate and E_MAC per multiply-accumulat
                  "are 32-bit float add and mult+add in 45 nm CMOS (M. Horowitz, ISSCC 2014); "
                  "memory access is not included")
 
-SYNAPTIC_OPS = ("conv2d", "linear", "avgpool2d", "add")
+#: The ops whose operations are synaptic operations of the SNN (declared by each op: ``SYNAPTIC``).
+SYNAPTIC_OPS = tuple(op for op, cls in REGISTRY.items() if cls.SYNAPTIC)
 
 
-def _int(v) -> int:
-    return int(v[0]) if isinstance(v, (list, tuple)) else int(v)
-
-
-def _covered(n_in: int, k: int, stride: int, pad: int, n_out: int) -> int:
-    """Σ over output positions of the kernel taps that land inside the input (1-d)."""
-    total = 0
-    for o in range(n_out):
-        start = o * stride - pad
-        total += max(0, min(start + k, n_in) - max(start, 0))
-    return total
-
-
-def ann_ops(model, node: dict) -> tuple:
-    """``(macs, adds)`` of one node of the ANN for one image (exact, padding taps excluded)."""
-    op = node["op"]
-    if op == "conv2d":
-        w = model.weight(node)
-        cout, cin, kh, kw = w.shape
-        _, h, wd = model.shapes[node["inputs"][0]]
-        _, ho, wo = model.shapes[node["name"]]
-        st, pd = _int(node.get("stride", 1)), _int(node.get("padding", 0))
-        return cout * cin * _covered(h, kh, st, pd, ho) * _covered(wd, kw, st, pd, wo), 0
-    if op == "linear":
-        w = model.weight(node)
-        return int(w.shape[0] * w.shape[1]), 0
-    if op == "avgpool2d":
-        k = _int(node["kernel"])
-        c, ho, wo = model.shapes[node["name"]]
-        return int(c * ho * wo * k * k), 0
-    if op == "add":
-        return 0, int(np.prod(model.shapes[node["name"]])) * (len(node["inputs"]) - 1)
-    return 0, 0
+def ann_ops(model, node) -> tuple:
+    """``(macs, adds)`` of one node of the ANN for one image (exact, padding taps excluded):
+    the op's own count (:meth:`srp_np.opset.Node.ann_ops`)."""
+    t = model.typed(node)
+    return t.ann_ops([model.shapes[s] for s in t.inputs], model.shapes[t.name], model.arrays)
 
 
 def static_nodes(model) -> set:

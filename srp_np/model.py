@@ -21,7 +21,12 @@ Node ops (attributes besides ``name``, ``op``, ``inputs``):
 ``add``       elementwise sum of its inputs (residual connections)
 ``qcfs``      ``threshold``: the trained λ. In the ANN this is QCFS (Eq. 7);
               in the SNN an integrate-and-fire neuron with θ = λ (Eqs. 2-3).
+``batchnorm2d`` ``mean``, ``var`` (C keys), ``weight`` (γ), ``bias`` (β) (keys or
+              null), ``eps`` (1e-5): per-channel affine (folded into the conv
+              or linear layer before it where that is exact)
 ============ ==========================================================
+
+Each op, its attributes and their defaults are declared once, in :mod:`srp_np.opset`.
 
 :func:`load_model` checks everything (format version, unknown ops, missing
 arrays, shapes, cycles and dangling references) and raises
@@ -41,6 +46,9 @@ import numpy as np
 from .errors import SrpError
 from .fileio import READ_ERRORS, atomic_write, npy_member_header, open_regular, read_npy_member
 from .limits import MAX_INT, check_memory, format_bytes
+from .opset import OPS as _OPSET, parse_node
+from .opset.base import F32_MAX as _F32_MAX, F32_TINY as _F32_TINY, as_float as _as_float, is_number as _is_number
+from .opset.base import short as _short
 
 #: Deepest JSON nesting a graph may have (a valid one has 4 levels: graph, nodes, node, inputs).
 MAX_JSON_DEPTH = 32
@@ -48,16 +56,15 @@ MAX_JSON_DEPTH = 32
 #: Largest ``graph`` entry (JSON text) read from a model file.
 MAX_GRAPH_BYTES = 256 * 2**20
 
-_F32 = np.finfo(np.float32)
-_F32_TINY, _F32_MAX = float(_F32.tiny), float(_F32.max)   # Python floats: comparisons never warn
 
 FORMAT = "srp-np/1"
-OPS = ("conv2d", "linear", "avgpool2d", "flatten", "add", "qcfs")
+OPS = _OPSET
 
 
 @dataclass
 class Model:
-    """A validated ``srp-np/1`` network.
+    """A validated ``srp-np/1`` network: ``Model(graph, arrays)`` checks the graph against the
+    arrays (:func:`validate_graph`) and raises :class:`SrpError` on the first problem.
 
     Attributes
     ----------
@@ -66,15 +73,36 @@ class Model:
     arrays : dict of str to ndarray
         The parameter arrays, float32 as stored.
     shapes : dict of str to tuple
-        The per-sample output shape of every node (``input`` included).
+        The per-sample output shape of every node (``input`` included); computed on construction.
     path : str or None
         Where the model was loaded from.
+    ops : list of srp_np.opset.Node
+        The nodes parsed once into typed nodes (attributes checked, defaults filled in).
     """
 
     graph: dict
     arrays: dict
     shapes: dict = field(default_factory=dict)
     path: str | None = None
+    ops: list = field(default_factory=list, repr=False)
+
+    def __post_init__(self):
+        try:
+            self.shapes, self.ops = _validate(self.graph, self.arrays)
+        except SrpError as e:
+            raise SrpError(f"{self.path}: {e}" if self.path else str(e)) from None
+        self._op_by_name = {n.name: n for n in self.ops}
+
+    @property
+    def op_by_name(self) -> dict:
+        """node name → typed node (:mod:`srp_np.opset`)."""
+        return self._op_by_name
+
+    def typed(self, node):
+        """The typed node of a node (its JSON dict, its name, or the typed node itself)."""
+        if isinstance(node, str):
+            return self._op_by_name[node]
+        return node if not isinstance(node, dict) else self._op_by_name[node["name"]]
 
     @property
     def nodes(self) -> list:
@@ -132,127 +160,8 @@ class Model:
                 f"{self.num_classes} classes, L={self.L}, {n_if} IF layers, {n_par:,} parameters")
 
 
-def _pair(v, what: str) -> int:
-    if isinstance(v, (list, tuple)):
-        if len(v) != 2 or v[0] != v[1]:
-            raise SrpError(f"{what} must be a single int or a square pair, got {v!r}")
-        v = v[0]
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise SrpError(f"{what} must be an integer, got {_short(v)}")
-    if abs(v) > MAX_INT:
-        raise SrpError(f"{what} is out of range: {_short(v)}")
-    return v
-
-
-def _short(v, n: int = 60) -> str:
-    """``repr(v)`` cut to ``n`` characters (error lines stay short whatever the file holds)."""
-    try:
-        r = repr(v)
-    except (ValueError, RecursionError):      # e.g. an int too long to print
-        r = f"<{type(v).__name__}>"
-    return r if len(r) <= n else r[: n - 3] + "..."
-
-
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _as_float(v) -> float:
-    """``float(v)``, with a JSON integer too large for a float becoming ``inf``."""
-    try:
-        return float(v)
-    except OverflowError:
-        return math.inf if v > 0 else -math.inf
-
-
-def _check_threshold(th, where: str) -> None:
-    """θ must be a finite positive number that float32 holds as a normal number."""
-    ok = _is_number(th)
-    if ok:
-        f = _as_float(th)
-        ok = math.isfinite(f) and _F32_TINY <= f <= _F32_MAX
-    if not ok:
-        raise SrpError(f"{where}: threshold must be a positive number representable in float32 "
-                       f"({_F32_TINY:.3g} to {_F32_MAX:.3g}), got {_short(th)}")
-
-
-def _infer_shape(model_arrays: dict, node: dict, in_shapes: list) -> tuple:
-    name, op = node["name"], node["op"]
-    where = f"node {_short(name)} ({_short(op, 20)})"
-
-    def arr(key):
-        k = node.get(key)
-        if k is None:
-            return None
-        if not isinstance(k, str):
-            raise SrpError(f"{where}: {key} must be an array key or null")
-        if k not in model_arrays:
-            raise SrpError(f"{where}: array {_short(k)} is missing from the file")
-        a = model_arrays[k]
-        if a.size == 0:
-            raise SrpError(f"{where}: array {_short(k)} is empty (shape {a.shape})")
-        return a
-
-    if op in ("conv2d", "linear", "avgpool2d", "flatten", "qcfs") and len(in_shapes) != 1:
-        raise SrpError(f"{where}: expects exactly one input, got {len(in_shapes)}")
-    if op == "conv2d":
-        (s,) = in_shapes
-        w = arr("weight")
-        if w is None:
-            raise SrpError(f"{where}: weight is required")
-        if w.ndim != 4:
-            raise SrpError(f"{where}: weight must be Cout×Cin×kh×kw, got shape {w.shape}")
-        if len(s) != 3:
-            raise SrpError(f"{where}: input must be C×H×W, got {list(s)}")
-        if w.shape[1] != s[0]:
-            raise SrpError(f"{where}: weight expects {w.shape[1]} input channels, input has {s[0]}")
-        b = arr("bias")
-        if b is not None and b.shape != (w.shape[0],):
-            raise SrpError(f"{where}: bias shape {b.shape} does not match {w.shape[0]} output channels")
-        st = _pair(node.get("stride", 1), f"{where}: stride")
-        pd = _pair(node.get("padding", 0), f"{where}: padding")
-        if st < 1 or pd < 0:
-            raise SrpError(f"{where}: stride must be >= 1 and padding >= 0")
-        ho = (s[1] + 2 * pd - w.shape[2]) // st + 1
-        wo = (s[2] + 2 * pd - w.shape[3]) // st + 1
-        if ho < 1 or wo < 1:
-            raise SrpError(f"{where}: kernel {w.shape[2]}×{w.shape[3]} does not fit input {list(s)}")
-        return (w.shape[0], ho, wo)
-    if op == "linear":
-        (s,) = in_shapes
-        w = arr("weight")
-        if w is None or w.ndim != 2:
-            raise SrpError(f"{where}: weight must be a 2-d out×in array")
-        if len(s) != 1 or s[0] != w.shape[1]:
-            raise SrpError(f"{where}: weight expects {w.shape[1]} inputs, input shape is {list(s)}")
-        b = arr("bias")
-        if b is not None and b.shape != (w.shape[0],):
-            raise SrpError(f"{where}: bias shape {b.shape} does not match {w.shape[0]} outputs")
-        return (w.shape[0],)
-    if op == "avgpool2d":
-        (s,) = in_shapes
-        k = _pair(node.get("kernel"), f"{where}: kernel")
-        st = _pair(node.get("stride", k), f"{where}: stride")
-        if len(s) != 3 or k < 1 or st < 1 or k > s[1] or k > s[2]:
-            raise SrpError(f"{where}: kernel {k} does not fit input {list(s)}")
-        return (s[0], (s[1] - k) // st + 1, (s[2] - k) // st + 1)
-    if op == "flatten":
-        (s,) = in_shapes
-        return (int(np.prod(s)),)
-    if op == "add":
-        if len(in_shapes) < 2:
-            raise SrpError(f"{where}: needs at least two inputs")
-        if any(tuple(s) != tuple(in_shapes[0]) for s in in_shapes):
-            raise SrpError(f"{where}: input shapes differ: {_short([list(s) for s in in_shapes], 120)}")
-        return tuple(in_shapes[0])
-    if op == "qcfs":
-        _check_threshold(node.get("threshold"), where)
-        return tuple(in_shapes[0])
-    raise SrpError(f"{where}: unknown op {_short(op)} (known: {', '.join(OPS)})")
 
 
 def _check_array_values(key: str, a: np.ndarray) -> None:
@@ -274,6 +183,8 @@ def _check_array_values(key: str, a: np.ndarray) -> None:
 def validate_graph(graph: Any, arrays: dict) -> dict:
     """Check a graph against the ``srp-np/1`` contract; return the node shapes.
 
+    (:class:`Model` runs this on construction.)
+
     Runs in time linear in the number of nodes. Besides the structure, every size
     (input shape, node outputs) is checked against :data:`srp_np.limits.MAX_INT` and
     one image's values against the memory available (:func:`srp_np.limits.check_memory`).
@@ -283,6 +194,11 @@ def validate_graph(graph: Any, arrays: dict) -> dict:
     SrpError
         With one line naming the first problem found.
     """
+    return _validate(graph, arrays)[0]
+
+
+def _validate(graph: Any, arrays: dict) -> tuple:
+    """:func:`validate_graph`, also returning the typed nodes."""
     if not isinstance(graph, dict):
         raise SrpError("graph must be a JSON object")
     fmt = graph.get("format")
@@ -329,6 +245,7 @@ def validate_graph(graph: Any, arrays: dict) -> dict:
     if not isinstance(out, str):
         raise SrpError(f"output must be the name of a node, got {_short(out)}")
     shapes = {"input": tuple(ish)}
+    typed = []
     for i, node in enumerate(nodes):
         if not isinstance(node, dict) or not isinstance(node.get("name"), str) or "op" not in node:
             raise SrpError(f"node #{i} must be an object with a name and an op")
@@ -348,7 +265,9 @@ def validate_graph(graph: Any, arrays: dict) -> dict:
                     raise SrpError(f"node {_short(name)} uses {_short(src)} before it is computed "
                                    "(nodes are not in topological order, or the graph has a cycle)")
                 raise SrpError(f"node {_short(name)} uses unknown input {_short(src)}")
-        shape = _infer_shape(arrays, node, [shapes[s] for s in ins])
+        t = parse_node(node)
+        shape = tuple(t.infer_shape([shapes[s] for s in ins], arrays))
+        typed.append(t)
         size = math.prod(shape)
         if size < 1 or size > MAX_INT:
             raise SrpError(f"node {_short(name)}: output shape {list(shape)} has {size} values per image "
@@ -363,13 +282,13 @@ def validate_graph(graph: Any, arrays: dict) -> dict:
     # one image, every node's values in float64 at once, or the largest conv's im2col matrix
     # (input windows × kernel, float64 in the exact modes): the least any simulation needs
     per_image = 8 * sum(math.prod(s) for s in shapes.values())
-    for node in nodes:
-        if node["op"] == "conv2d":
-            w = arrays[node["weight"]]
-            per_image = max(per_image, 8 * math.prod(w.shape[1:]) * math.prod(shapes[node["name"]][1:]))
+    for t in typed:
+        if t.op == "conv2d":
+            w = arrays[t.weight]
+            per_image = max(per_image, 8 * math.prod(w.shape[1:]) * math.prod(shapes[t.name][1:]))
     check_memory(per_image, f"one image through this model ({len(nodes)} nodes)",
                  "the model's input_shape or layer sizes are too large for this machine")
-    return shapes
+    return shapes, typed
 
 
 def _json_depth_ok(obj, limit: int) -> bool:
@@ -408,14 +327,18 @@ _READ_ERRORS = READ_ERRORS
 
 
 def graph_array_keys(graph) -> set:
-    """The array keys a (possibly invalid) graph references: ``weight`` and ``bias`` of its nodes."""
+    """The array keys a (possibly invalid) graph references: the array attributes of its nodes'
+    ops (:mod:`srp_np.opset`), read before the graph is validated."""
+    from .opset import REGISTRY
+
     keys = set()
     nodes = graph.get("nodes") if isinstance(graph, dict) else None
     for node in nodes if isinstance(nodes, list) else ():
         if isinstance(node, dict):
-            for attr in ("weight", "bias"):
-                if isinstance(node.get(attr), str):
-                    keys.add(node[attr])
+            cls = REGISTRY.get(node.get("op")) if isinstance(node.get("op"), str) else None
+            for f in cls.attributes() if cls is not None else ():
+                if f.metadata["kind"] == "array" and isinstance(node.get(f.name), str):
+                    keys.add(node[f.name])
     return keys
 
 
@@ -494,11 +417,7 @@ def load_model(path) -> Model:
     for k, a in arrays.items():
         if a.dtype == np.float16:
             arrays[k] = a.astype(np.float32)
-    try:
-        shapes = validate_graph(graph, arrays)
-    except SrpError as e:
-        raise SrpError(f"{p}: {e}") from None
-    return Model(graph=graph, arrays=arrays, shapes=shapes, path=str(p))
+    return Model(graph=graph, arrays=arrays, path=str(p))
 
 
 def _reason(e: BaseException) -> str:
@@ -516,7 +435,7 @@ def save_model(path, graph: dict, arrays: dict) -> Model:
     arrays = {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in arrays.items()}
     if "graph" in arrays:
         raise SrpError("an array may not be called 'graph'")
-    shapes = validate_graph(json.loads(json.dumps(graph)), arrays)
+    Model(graph=json.loads(json.dumps(graph)), arrays=arrays)       # validate before writing anything
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
 
@@ -525,4 +444,4 @@ def save_model(path, graph: dict, arrays: dict) -> Model:
             np.savez(f, graph=np.array(json.dumps(graph)), **arrays)
 
     atomic_write(p, write)
-    return Model(graph=graph, arrays=arrays, shapes=shapes, path=str(p))
+    return Model(graph=graph, arrays=arrays, path=str(p))

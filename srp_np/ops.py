@@ -192,27 +192,11 @@ def flatten(x: np.ndarray) -> np.ndarray:
     return x.reshape(x.shape[0], -1)
 
 
-def apply_linear_node(model, node: dict, inputs: list, workspace: Workspace | None = None) -> np.ndarray:
-    """Apply a non-activation node (conv2d, linear, avgpool2d, flatten, add) densely."""
-    op = node["op"]
-    if op == "conv2d":
-        return conv2d(inputs[0], model.weight(node), model.weight(node, "bias"),
-                      _int(node.get("stride", 1)), _int(node.get("padding", 0)), workspace)
-    if op == "linear":
-        return linear(inputs[0], model.weight(node), model.weight(node, "bias"))
-    if op == "avgpool2d":
-        k = _int(node["kernel"])
-        return avgpool2d(inputs[0], k, _int(node.get("stride", k)))
-    if op == "flatten":
-        return flatten(inputs[0])
-    if op == "add":
-        out = inputs[0].copy()
-        for extra in inputs[1:]:
-            out += extra
-        return out
-    raise ValueError(f"not a linear op: {op}")
+def apply_linear_node(model, node, inputs: list, workspace: Workspace | None = None) -> np.ndarray:
+    """Apply a non-activation node densely: its op's NumPy semantics (:meth:`srp_np.opset.Node.dense`).
 
-
-def _int(v) -> int:
-    """A node's int attribute, written as ``k`` or as a square pair ``[k, k]``."""
-    return int(v[0]) if isinstance(v, (list, tuple)) else int(v)
+    ``node`` is a typed node or a node of ``model.graph`` (its JSON dict)."""
+    t = model.typed(node)
+    if t.op == "qcfs":
+        raise ValueError("not a linear op: qcfs")
+    return t.dense(inputs, model.arrays, workspace)

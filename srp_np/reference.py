@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .neuron import DEFAULT_MASK_EPS, DEFAULT_MASK_RULE, check_mask_rule, if_init, if_step, srp_stage_boundary
-from .ops import _int, apply_linear_node
+from .ops import apply_linear_node
 
 
 @dataclass
@@ -51,6 +51,9 @@ def simulate_dense(model, x, tau: int, T: int, dtype=np.float64, mask_eps: float
         The SRP keep-mask (:func:`srp_np.neuron.srp_keep_mask`).
     """
     check_mask_rule(mask_rule)
+    from .engine.fold import fold_batchnorm
+
+    model = fold_batchnorm(model)      # the same exact rewrite the event-driven engine simulates
     dtype = np.dtype(dtype).type
     x = np.asarray(x, dtype=dtype)
     n = x.shape[0]
@@ -76,8 +79,8 @@ def simulate_dense(model, x, tau: int, T: int, dtype=np.float64, mask_eps: float
             name = node["name"]
             ins = [values[s] for s in node["inputs"]]
             if node["op"] == "avgpool2d" and name not in static:
-                values[name] = avgpool_in_tap_order(ins[0], _int(node["kernel"]),
-                                                    _int(node.get("stride", node["kernel"])))
+                t = model.typed(node)
+                values[name] = avgpool_in_tap_order(ins[0], t.kernel, t.stride)
             elif node["op"] == "qcfs":
                 cur = ins[0]
                 out, s, state[name] = if_step(cur, state[name], dtype(node["threshold"]), masks[name])

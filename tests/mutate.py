@@ -5,7 +5,8 @@ For each mutation (file, the text of one rule, a changed text) the repository's 
 are copied to a temporary folder (modification times kept, so Numba's on-disk cache of the
 unchanged kernels stays valid there), the change is applied, and the rule tests run there
 (``tests/test_rules.py``, ``test_neuron.py``, ``test_simulator.py``, ``test_kernels.py``, stopping
-at the first failure). A mutation the suite does not notice ("survived") is a missing test.
+at the first failure). Since each rule is one constant or helper read by every kernel, one
+mutation changes the rule everywhere; ``test_rules.py`` pins the rules written out by hand. A mutation the suite does not notice ("survived") is a missing test.
 
 Usage::
 
@@ -31,46 +32,32 @@ TESTS = ["tests/test_rules.py", "tests/test_neuron.py", "tests/test_simulator.py
 
 #: (name, file, original text, mutated text, which occurrence (0-based) of the original)
 MUTATIONS = [
-    # firing at exactly θ: v ≥ θ
-    ("if-fire-vec", "srp_np/kernels/simd.py", 's = builder.fcmp_ordered(">=", u, thv)',
-     's = builder.fcmp_ordered(">", u, thv)', 0),
-    ("if-fire-tail", "srp_np/kernels/spikes.py", "        s = u_ >= theta\n", "        s = u_ > theta\n", 0),
-    ("if-fire-record", "srp_np/kernels/spikes.py", "if u_ >= theta:", "if u_ > theta:", 0),
-    ("if-fire-ref", "srp_np/neuron.py", "s = u >= theta", "s = u > theta", 0),
-    # reset by subtraction
+    # firing at exactly θ: u ≥ θ (one constant read by the NumPy spec, the scalar and the vector kernels)
+    ("fire", "srp_np/neuron.py", 'FIRE_CMP = ">="', 'FIRE_CMP = ">"', 0),
+    # reset by subtraction: written once per form (NumPy, scalar kernel helper, 16 lanes)
     ("reset-vec", "srp_np/kernels/simd.py", "builder.select(s, builder.fsub(u, thv), u)",
      "builder.select(s, builder.fsub(u, u), u)", 0),
-    ("reset-tail", "srp_np/kernels/spikes.py", "v[vb + j] = u_ - theta if s else u_",
-     "v[vb + j] = u_ - u_ if s else u_", 0),
-    ("reset-record", "srp_np/kernels/spikes.py", "v[i] = u_ - theta", "v[i] = u_ - u_", 0),
+    ("reset-scalar", "srp_np/kernels/rules.py", "v[i] = u - theta if s else u", "v[i] = u - u if s else u", 0),
     ("reset-ref", "srp_np/neuron.py", "v = u - theta * s.astype(dtype)", "v = u - u * s.astype(dtype)", 0),
-    # the SRP keep-mask at exactly v(τ) = ε·θ: v(τ) > ε·θ
-    ("keep-vec", "srp_np/kernels/simd.py", 'fcmp_ordered(">", builder.load(', 'fcmp_ordered(">=", builder.load(', 0),
-    ("keep-tail", "srp_np/kernels/spikes.py", "np.uint64(v[vb + j] > thr_keep)", "np.uint64(v[vb + j] >= thr_keep)", 0),
-    ("keep-record", "srp_np/kernels/spikes.py", "keep[i] = v[i] > thr_keep", "keep[i] = v[i] >= thr_keep", 0),
-    ("keep-ref", "srp_np/neuron.py", "return v_tau > v_tau.dtype.type(eps)", "return v_tau >= v_tau.dtype.type(eps)",
-     0),
+    # the SRP keep rules at exactly their boundary: authors v(τ) > ε·θ, paper v(τ) ≥ 0
+    ("keep-authors", "srp_np/neuron.py", 'MASK_CMP = {"authors": ">"', 'MASK_CMP = {"authors": ">="', 0),
+    ("keep-paper", "srp_np/neuron.py", '"paper": ">="}', '"paper": ">"}', 0),
+    ("keep-threshold", "srp_np/neuron.py", "dt(eps) * dt(theta) if", "dt(eps) + dt(theta) if", 0),
+    ("keep-rule-code", "srp_np/kernels/rules.py", "if rule == AUTHORS else", "if rule != AUTHORS else", 0),
+    ("keep-rule-vec", "srp_np/kernels/spikes.py", "        if rule == AUTHORS:", "        if rule != AUTHORS:", 0),
     # the initial membrane v(0) = θ/2 (also the reset to θ/2 at the stage boundary)
-    ("v0-record", "srp_np/simulator.py", "th / dt(2)", "th / dt(4)", 0),
-    ("v0-fast", "srp_np/simulator.py", "th / dt(2)", "th / dt(4)", 1),
-    ("v0-fused", "srp_np/simulator.py", "th / dt(2)", "th / dt(4)", 2),
-    ("v0-ref", "srp_np/neuron.py", "np.full(shape, theta / 2", "np.full(shape, theta / 4", 0),
+    ("v0", "srp_np/neuron.py", "V0_FRACTION = 0.5", "V0_FRACTION = 0.25", 0),
     # the stage boundary t = τ: the mask is read and membranes reset at t = τ, applied from t = τ on
-    ("stage-read-fused", "srp_np/kernels/gather.py", "if (t == tau) & (tau > 0):", "if (t == tau - 1) & (tau > 0):",
-     0),
-    ("stage-read-record", "srp_np/kernels/spikes.py", "if (t == tau) & (tau > 0):",
-     "if (t == tau - 1) & (tau > 0):", 0),
-    ("stage-read-fast", "srp_np/kernels/spikes.py", "if (t == tau) & (tau > 0):", "if (t == tau - 1) & (tau > 0):",
-     1),
-    ("stage-apply-fused", "srp_np/kernels/gather.py", "masked = (t >= tau) & (tau > 0)",
-     "masked = (t > tau) & (tau > 0)", 0),
-    ("stage-apply-fast", "srp_np/kernels/spikes.py", "masked = (t >= tau) & (tau > 0)",
-     "masked = (t > tau) & (tau > 0)", 0),
-    ("stage-apply-record", "srp_np/kernels/spikes.py", "stage2 = t >= tau", "stage2 = t > tau", 0),
+    ("stage-read", "srp_np/kernels/rules.py", "return (t == tau) & (tau > 0)", "return (t == tau - 1) & (tau > 0)", 0),
+    ("stage-apply", "srp_np/kernels/rules.py", "return t >= tau", "return t > tau", 0),
+    ("stage-masked", "srp_np/kernels/rules.py", "return in_stage2(t, tau) & (tau > 0)",
+     "return in_stage2(t, tau) & (tau > 1)", 0),
+    ("v0-kernels", "srp_np/kernels/rules.py", "        v[i] = half\n", "        v[i] = -half\n", 0),
     ("stage-ref", "srp_np/reference.py", "for _ in range(tau):", "for _ in range(tau + 1):", 0),
     # latency and output averaging: outputs[t-1] is the mean of stage-2 steps 1..t
-    ("latency", "srp_np/simulator.py", "[:, tau:, :]", "[:, tau + 1:, :]", 0),
-    ("averaging", "srp_np/simulator.py", "res.outputs[t] = acc / (t + 1)", "res.outputs[t] = acc / (t + 2)", 0),
+    ("latency", "srp_np/engine/execute.py", "[:, tau:, :]", "[:, tau + 1:, :]", 0),
+    ("averaging", "srp_np/engine/execute.py", "res.outputs[t] = acc / (t + 1)", "res.outputs[t] = acc / (t + 2)", 0),
+    ("averaging-ref", "srp_np/reference.py", "res.outputs[t] = acc / (t + 1)", "res.outputs[t] = acc / (t + 2)", 0),
 ]
 
 
@@ -103,9 +90,10 @@ def run_one(name, path, old, new, n, keep_output=False):
         mutated = _replace_nth(text, old, new, n)
         assert mutated != text
         f.write_text(mutated)
-        if path.startswith("srp_np/kernels/") and Path(path).name in ("simd.py", "isa.py"):
+        if Path(path).name in ("simd.py", "isa.py", "rules.py", "neuron.py"):
             # Numba's cache is keyed by each kernel's own source file: the kernels that inline
-            # these intrinsics must be recompiled by hand
+            # these helpers must be recompiled (the stamp of kernels.flush_if_intrinsics_changed
+            # does it too; removing the cache makes sure)
             for c in (d / "srp_np" / "kernels" / "__pycache__").glob("*.nb[ic]"):
                 c.unlink()
         env = dict(os.environ, PYTHONPATH=str(d) + os.pathsep + os.environ.get("PYTHONPATH", ""),

@@ -46,7 +46,7 @@ def reference_ann_forward(model, x, dtype):
             values[node["name"]] = a
         elif node["op"] == "conv2d":
             values[node["name"]] = reference_conv2d(ins[0], model.weight(node), model.weight(node, "bias"),
-                                                    ops._int(node.get("stride", 1)), ops._int(node.get("padding", 0)))
+                                                    model.typed(node).stride, model.typed(node).padding)
         else:
             values[node["name"]] = ops.apply_linear_node(model, node, ins)
     return values[model.output], acts

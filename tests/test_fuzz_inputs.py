@@ -239,7 +239,7 @@ class _Hang(BaseException):
 @pytest.fixture(scope="module", autouse=True)
 def _compiled_kernels():
     """Compile the kernels (a cold cache takes minutes on 2 cores) before any run is timed."""
-    from srp_np.kernels import cache_is_warm, warmup
+    from srp_np.warmup import cache_is_warm, warmup
 
     for dt in (np.float32, np.float64):
         if not cache_is_warm(dt):

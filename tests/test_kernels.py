@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from srp_np import ops
-from srp_np import simulator as simmod
-from srp_np.kernels import ALIGN, aligned, aligned_empty, cache_is_warm, warmup
+from srp_np.engine import execute as execmod
+from srp_np.kernels import ALIGN, aligned, aligned_empty
+from srp_np.warmup import cache_is_warm, warmup
 from srp_np.kernels.gather import gather_bits, gather_if_bits, gather_weights, list_capacity
 from srp_np.kernels.rules import AUTHORS
 from srp_np.kernels.spikes import bits_to_dense, if_bits, if_bits_fast, pool_bits_dense, pooled_counts
@@ -271,7 +272,7 @@ def _same(a, b):
 @pytest.mark.parametrize("min_work", [0, None])
 def test_batch_size_chunking_and_threads_invariance(kind, dtype, min_work, monkeypatch):
     if min_work is not None:            # every kernel call parallel
-        monkeypatch.setattr(simmod, "PARALLEL_MIN_WORK", min_work)
+        monkeypatch.setattr(execmod, "PARALLEL_MIN_WORK", min_work)
     model = make_model(kind, input_shape=(3, 16, 16), seed=4)
     x = np.random.default_rng(9).random((7, 3, 16, 16))
     sim = Simulator(model, dtype)
@@ -296,9 +297,9 @@ def test_dispatch_and_record_do_not_change_results(kind, monkeypatch):
     sim = Simulator(model, np.float64)
     base = sim.run(x, 2, 5)
     _same(base, sim.run(x, 2, 5, record=True))
-    monkeypatch.setattr(simmod, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(execmod, "PARALLEL_MIN_WORK", 0)
     _same(base, sim.run(x, 2, 5))
-    monkeypatch.setattr(simmod, "PARALLEL_MIN_WORK", float("inf"))
+    monkeypatch.setattr(execmod, "PARALLEL_MIN_WORK", float("inf"))
     _same(base, sim.run(x, 2, 5))
 
 
@@ -331,10 +332,21 @@ def test_warmup_compiles_every_kernel(tmp_path):
     without saying so)."""
     import subprocess
     import sys
-    code = ("import numpy as np; from srp_np.kernels import warmup, cache_is_warm; "
+    code = ("import numpy as np; from srp_np.warmup import warmup, cache_is_warm; "
             "assert not cache_is_warm(np.float32); warmup(np.float32); "
-            "assert cache_is_warm(np.float32), 'warm-up left kernels uncompiled'")
+            "assert cache_is_warm(np.float32)")
     env = dict(__import__("os").environ, NUMBA_CACHE_DIR=str(tmp_path))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=600)
+    # a later process compiles nothing: every kernel it calls loads from the disk cache
+    # (Numba's public dispatcher statistics: cache misses)
+    code = ("import numpy as np, srp_np.engine.execute as ex, srp_np.ops as ops, srp_np.kernels.events as ev; "
+            "from srp_np.testing import random_resnet, random_vgg; from srp_np import Simulator; "
+            "x = np.random.default_rng(0).random((9, 3, 8, 8)); "
+            "[Simulator(m, np.float32).run(x, 2, 2) for m in (random_vgg((3, 8, 8), widths=(4,), fc=8, calibrate_x=x), "
+            "random_resnet((3, 8, 8), widths=(4, 8), calibrate_x=x))]; "
+            "ds = [ex.if_bits_fast, ex.gather_bits, ex.gather_if_bits, ex.pooled_counts, ex.bits_to_dense, ops._im2col]; "
+            "miss = {d.__name__: dict(d.stats.cache_misses) for d in ds if d.stats.cache_misses}; "
+            "assert not miss, miss")
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=600)
 
 
@@ -346,7 +358,7 @@ def test_cache_is_warm_is_per_target():
     import sys
     warmup(np.float32)
     assert cache_is_warm(np.float32)
-    code = "from srp_np.kernels import cache_is_warm; print(cache_is_warm())"
+    code = "from srp_np.warmup import cache_is_warm; print(cache_is_warm())"
     env = dict(os.environ, NUMBA_CPU_NAME="nehalem", NUMBA_CPU_FEATURES="")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() == "False", out.stderr

@@ -175,7 +175,7 @@ def test_large_pool_window_matches_reference():
 def test_pool_to_one_position_then_linear_matches_reference(monkeypatch):
     """A 2×2 map average-pooled to 1×1, flattened and fed to a linear layer (VGG-16's
     classifier on 32×32 inputs) takes the pooled-gather path, with the same results."""
-    from srp_np import simulator as simmod
+    from srp_np.engine import execute as simmod
     from srp_np.testing import GraphBuilder
     rng = np.random.default_rng(1)
     x = rng.random((5, 3, 4, 4))

@@ -22,8 +22,8 @@ Every kernel is parallel over frames (or images, or output blocks) with
 the work is split, so results do not depend on the batch size or the number
 of threads.
 
-:func:`cache_is_warm` says whether compiled kernels are on disk (Numba
-``cache=True``); :func:`warmup` compiles them all on tiny graphs.
+Compiled kernels are kept on disk (Numba ``cache=True``); :mod:`srp_np.warmup` compiles them all
+once on tiny graphs and says whether that was done for the current target.
 """
 
 import os as _os
@@ -107,104 +107,3 @@ def flush_if_intrinsics_changed(*dispatchers) -> None:
                 f.write(digest + "\n")
         except OSError:   # a read-only cache
             pass
-
-
-def _dispatchers():
-    """The Numba dispatchers the simulator calls (inline helpers excluded)."""
-    from .. import ops
-    from . import events, gather, spikes, synapses
-    return [ops._im2col, ops._rows_to_nchw, events.dense_to_events, spikes.if_bits, spikes.if_bits_fast, spikes.bits_to_dense, spikes.pool_bits_dense,
-            spikes.pooled_counts, gather.gather_bits, gather.gather_if_bits, synapses.conv2d_events,
-            synapses.linear_events, synapses.avgpool_events]
-
-
-def cache_is_warm(dtype=None) -> bool:
-    """True when every kernel has compiled code in Numba's on-disk cache.
-
-    Checks that each dispatcher's cache index file exists, is current
-    (Numba discards an index whose source file changed) and has entries for
-    the target Numba compiles for (the host CPU, or ``NUMBA_CPU_NAME`` /
-    ``NUMBA_CPU_FEATURES``: each target is compiled separately); with ``dtype``
-    (float32 or float64), also that each kernel whose signatures depend on
-    the precision has an entry for that precision.
-    """
-    import numpy as np
-
-    want = None if dtype is None else np.dtype(dtype).name
-    try:
-        for d in _dispatchers():
-            cache_file = getattr(d._cache, "_cache_file", None)
-            path = getattr(cache_file, "_index_path", None)
-            if path is None or not _os.path.exists(path):
-                return False
-            index = cache_file._load_index()
-            # entries compiled for this target (CPU name and features: NUMBA_CPU_NAME / _FEATURES)
-            magic = d.targetctx.codegen().magic_tuple()
-            index = [key for key in index if len(key) > 1 and key[1] == magic]
-            if not index:
-                return False
-            if want is not None:
-                sigs = [str(key[0]) for key in index]
-                if any(("float32" in s or "float64" in s) for s in sigs) and not any(want in s for s in sigs):
-                    return False
-        return True
-    except Exception:  # pragma: no cover - be conservative
-        return False
-
-
-_WARMING = False
-
-
-def warmup(dtype=None) -> None:
-    """Compile (or load from the disk cache) every kernel for ``dtype``.
-
-    Runs the simulator on tiny VGG- and ResNet-shaped graphs that exercise
-    every code path (spike-map convs, pooled convs, linear layers on spikes,
-    residual adds, the dense fallbacks, record mode).
-    """
-    global _WARMING
-    import numpy as np
-
-    dtype = np.float32 if dtype is None else dtype
-    if _WARMING:
-        return
-    _WARMING = True
-    try:
-        _warmup(dtype)
-    finally:
-        _WARMING = False
-
-
-def _warmup(dtype) -> None:
-    import numba
-    import numpy as np
-
-    from ..simulator import Simulator
-    from ..testing import GraphBuilder, random_resnet, random_vgg
-
-    rng = np.random.default_rng(0)
-    x = rng.random((2, 3, 8, 8))
-    models = [random_vgg((3, 8, 8), widths=(4,), fc=8, calibrate_x=x),
-              random_resnet((3, 8, 8), widths=(4, 8), calibrate_x=x)]
-    # dense fallbacks: a pool with kernel != stride and a conv after a dense value
-    g = GraphBuilder((3, 8, 8), 3, rng=0)
-    h = g.act(g.conv("input", 4))
-    h = g.pool(h, 3, 1)
-    h = g.act(g.conv(h, 4))
-    h = g.conv(h, 4)
-    h = g.pool(h, 2)
-    h = g.act(g.flatten(h))
-    models.append(g.build(g.linear(h, 3), x))
-    # a map pooled to 1×1 feeding a linear layer
-    g = GraphBuilder((3, 8, 8), 3, rng=1)
-    h = g.act(g.conv("input", 4))
-    h = g.act(g.conv(g.pool(h, 2), 4))
-    h = g.act(g.conv(g.pool(h, 2), 4))
-    h = g.flatten(g.pool(h, 2))
-    models.append(g.build(g.linear(h, 3), x))
-    xb = rng.random((2 * numba.get_num_threads(), 3, 8, 8))
-    for m in models:
-        sim = Simulator(m, dtype, warm_cache=False)
-        sim.run(x[:1], 1, 1, record=True)
-        sim.run(x[:1], 0, 1)
-        sim.run(xb, 1, 1)      # batches of ≥ 2 × threads images take the fused conv → IF kernels

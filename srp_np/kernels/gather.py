@@ -26,7 +26,7 @@ from .simd import (BLOCKS, acc1, acc1s, acc16, acc16s, acc32, acc32s, acc64, acc
                    push_bits16, push_bits32, push_bits64, push_pooled16, push_pooled32, push_pooled64)
 from . import aligned, flush_if_intrinsics_changed
 from .isa import ACC_BYTES, simd_path
-from .rules import masked, reads_mask
+from .rules import masked, reads_mask, reset_membranes
 from .spikes import if_word, popcnt64, srp_boundary
 
 
@@ -364,8 +364,7 @@ def gather_if_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout,
                 f = b * S + t
                 for i in range(np.uint64(p0 * C), np.uint64(p1 * C)):
                     cur1[np.uint64(t * N) + i] += res_dense[f, i]
-        for i in range(np.uint64(p0 * C), np.uint64(p1 * C)):
-            v[i] = half
+        reset_membranes(v, np.uint64(p0 * C), np.uint64(p1 * C), half)
         for t in range(S):
             f = b * S + t
             cb = np.uint64(t * N)

@@ -11,7 +11,7 @@ fire, Eq. 3        :func:`if_update` (``FIRE_CMP``)      ``if_step16`` (``FIRE_C
 reset, Eq. 2       :func:`if_update` (``u − θ``)         ``if_step16`` (``u − θ``)
 keep, Alg. 1 l.12  :func:`keeps` (``MASK_CMP``)          ``keep16_*`` (``MASK_CMP``)
 stage boundary     :func:`reads_mask`, :func:`masked`, :func:`in_stage2`
-v(0) = θ/2         :func:`srp_np.neuron.initial_membrane` (passed to the kernels as ``half``)
+v(0) = θ/2         :func:`reset_membranes` with :func:`srp_np.neuron.initial_membrane` (``half``)
 =================  ====================================  ==============================
 
 The SRP schedule of one block of neurons at step t (0-based, S = τ + T steps)::
@@ -62,6 +62,14 @@ def if_update(v, i, x, theta):
     s = _fires(u, theta)
     v[i] = u - theta if s else u
     return s
+
+
+@njit(cache=True, inline="always")
+def reset_membranes(v, n0, n1, half):
+    """``v[n0 : n1] = half``: v(0) = θ/2 at the start (Algorithm 1, line 3) and at the stage
+    boundary (line 13); ``half`` is :func:`srp_np.neuron.initial_membrane`."""
+    for i in range(n0, n1):
+        v[i] = half
 
 
 @njit(cache=True, inline="always")

@@ -15,7 +15,7 @@ from numba.core import types
 from numba.extending import intrinsic
 
 from . import flush_if_intrinsics_changed
-from .rules import AUTHORS, if_update, in_stage2, keeps, masked, reads_mask
+from .rules import AUTHORS, if_update, in_stage2, keeps, masked, reads_mask, reset_membranes
 from .simd import if_step16, keep16_authors, keep16_paper
 
 
@@ -68,8 +68,7 @@ def if_bits(cur, static, B, S, tau, theta, half, thr_keep, rule, P, C, pblock, r
         nn = (p1 - p0) * C
         v = np.empty(nn, cur.dtype)
         keep = np.ones(nn, np.bool_)
-        for i in range(nn):
-            v[i] = half
+        reset_membranes(v, 0, nn, half)
         for t in range(S):
             if reads_mask(t, tau):
                 for i in range(nn):
@@ -77,7 +76,7 @@ def if_bits(cur, static, B, S, tau, theta, half, thr_keep, rule, P, C, pblock, r
                     if record:
                         v_tau_out[b, n0 + i] = v[i]
                         mask_out[b, n0 + i] = keep[i]
-                    v[i] = half
+                reset_membranes(v, 0, nn, half)
             f = b * S + t
             row = b if static else f
             stage2 = in_stage2(t, tau)
@@ -150,8 +149,7 @@ def srp_boundary(v, keepw, p0, p1, C, NW, n0, n1, half, thr_keep, rule):
             c0 = wd * 64
             keepw[(p - p0) * NW + wd] = keep_word(v, np.uint64(n0 + (p - p0) * C + c0), min(C, c0 + 64) - c0,
                                                   thr_keep, rule)
-    for i in range(np.uint64(n0), np.uint64(n1)):
-        v[i] = half
+    reset_membranes(v, np.uint64(n0), np.uint64(n1), half)
 
 
 @njit(parallel=True, cache=True)
@@ -169,8 +167,7 @@ def if_bits_fast(cur, static, B, S, tau, theta, half, thr_keep, rule, P, C, pblo
         nn = (p1 - p0) * C
         v = np.empty(nn, cur.dtype)
         keepw = np.empty((p1 - p0) * NW, np.uint64)
-        for i in range(nn):
-            v[i] = half
+        reset_membranes(v, 0, nn, half)
         for t in range(S):
             if reads_mask(t, tau):
                 srp_boundary(v, keepw, p0, p1, C, NW, 0, nn, half, thr_keep, rule)

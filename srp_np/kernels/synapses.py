@@ -10,7 +10,7 @@ from numba import njit, prange
 
 
 @njit(parallel=True, cache=True)
-def conv2d_events(cnt, idx, val, scale, has_val, w_hwio, bias, has_bias,
+def conv2d_events(cnt, idx, val, w_hwio, bias, has_bias,
                   Win, Cin, stride, pad, Hout, Wout, out):
     """Scatter events of a channels-last Hin×Win×Cin map through a conv.
 
@@ -31,7 +31,7 @@ def conv2d_events(cnt, idx, val, scale, has_val, w_hwio, bias, has_bias,
         ops = 0
         for e in range(cnt[f]):
             i = idx[f, e]
-            v = val[f, e] if has_val else scale
+            v = val[f, e]
             c = i % Cin
             yx = i // Cin
             y = yx // Win
@@ -59,7 +59,7 @@ def conv2d_events(cnt, idx, val, scale, has_val, w_hwio, bias, has_bias,
 
 
 @njit(parallel=True, cache=True)
-def linear_events(cnt, idx, val, scale, has_val, w_t, bias, has_bias, out):
+def linear_events(cnt, idx, val, w_t, bias, has_bias, out):
     """Fully connected layer on events; ``w_t`` is in×out (transposed weight)."""
     F = out.shape[0]
     n_out = w_t.shape[1]
@@ -73,7 +73,7 @@ def linear_events(cnt, idx, val, scale, has_val, w_t, bias, has_bias, out):
             o[:] = 0
         for e in range(cnt[f]):
             i = idx[f, e]
-            v = val[f, e] if has_val else scale
+            v = val[f, e]
             for j in range(n_out):
                 o[j] += v * w_t[i, j]
         sops[f] = cnt[f] * n_out
@@ -81,7 +81,7 @@ def linear_events(cnt, idx, val, scale, has_val, w_t, bias, has_bias, out):
 
 
 @njit(parallel=True, cache=True)
-def avgpool_events(cnt, idx, val, scale, has_val, Win, C, k, stride, Hout, Wout, out):
+def avgpool_events(cnt, idx, val, Win, C, k, stride, Hout, Wout, out):
     """Average pooling (no padding) on channels-last events: sums, then divides by k²."""
     F = out.shape[0]
     sops = np.zeros(F, np.int64)
@@ -92,7 +92,7 @@ def avgpool_events(cnt, idx, val, scale, has_val, Win, C, k, stride, Hout, Wout,
         ops = 0
         for e in range(cnt[f]):
             i = idx[f, e]
-            v = val[f, e] if has_val else scale
+            v = val[f, e]
             c = i % C
             yx = i // C
             y = yx // Win
