@@ -229,7 +229,7 @@ class Runner:
         self.info = {}
         if method == "srp-np":
             import numba
-            from srp_np.kernels import cache_is_warm, warmup
+            from srp_np.warmup import cache_is_warm, warmup
             from srp_np.simulator import Simulator
             if threads:
                 numba.set_num_threads(threads)
@@ -342,7 +342,7 @@ def cold_compile_seconds() -> float:
     """Compile every kernel in a fresh process with an empty Numba cache."""
     with tempfile.TemporaryDirectory() as d:
         env = dict(os.environ, NUMBA_CACHE_DIR=d)
-        code = ("import time,numpy as np;t=time.perf_counter();from srp_np.kernels import warmup;"
+        code = ("import time,numpy as np;t=time.perf_counter();from srp_np.warmup import warmup;"
                 "warmup(np.float32);print(time.perf_counter()-t)")
         out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
         try:

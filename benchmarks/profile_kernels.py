@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import get_images, get_model  # noqa: E402
 
+import srp_np.engine.execute as E  # noqa: E402
 import srp_np.simulator as S  # noqa: E402
 
 
@@ -34,22 +35,23 @@ def main():
     args = ap.parse_args()
 
     acc, ops = collections.defaultdict(float), collections.defaultdict(float)
-    orig_pick = S._pick
+    orig_pick = E.pick
 
     def pick(kernel, work):
         k = orig_pick(kernel, work)
-        par = work >= S.PARALLEL_MIN_WORK
+        par = work >= E.PARALLEL_MIN_WORK
 
         def timed(*a):
             t0 = time.perf_counter()
             r = k(*a)
             dt = time.perf_counter() - t0
             if kernel.__name__ in ("gather_bits", "gather_if_bits"):
-                kh, cin, cout, st, hout, wout = a[7], a[9], a[10], a[11], a[15], a[16]
-                kind = "linear" if (kh == 1 and hout * wout == 1 and a[13] == 1) else f"conv k{kh} s{st} @{hout}×{wout}"
-                key = (f"{kind} {cin}→{cout}" + (" (pooled in)" if a[2] > 1 else "")
+                src, g = a[0], a[2]          # SpikeInput, ConvGeom (srp_np.kernels.records)
+                kh, cin, cout, st, hout, wout = g.kh, g.cin, g.cout, g.stride, g.hout, g.wout
+                kind = "linear" if (kh == 1 and hout * wout == 1 and g.hin == 1) else f"conv k{kh} s{st} @{hout}×{wout}"
+                key = (f"{kind} {cin}→{cout}" + (" (pooled in)" if src.pool > 1 else "")
                        + (" + IF (fused)" if kernel.__name__ == "gather_if_bits" else ""))
-                sops = a[21] if kernel.__name__ == "gather_bits" else a[27]
+                sops = a[7] if kernel.__name__ == "gather_bits" else a[10]
                 key += "" if par else " [1 thread]"
                 ops[key] += sops.sum()
             else:
@@ -58,7 +60,7 @@ def main():
             return r
         return timed
 
-    S._pick = pick
+    E.pick = pick
     model = get_model(args.model)
     x = get_images(model, args.images)
     sim = S.Simulator(model, np.float32)

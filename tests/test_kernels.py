@@ -9,6 +9,8 @@ from srp_np.engine import execute as execmod
 from srp_np.kernels import ALIGN, aligned, aligned_empty
 from srp_np.warmup import cache_is_warm, warmup
 from srp_np.kernels.gather import gather_bits, gather_if_bits, gather_weights, list_capacity
+from srp_np.kernels.records import (ConvGeom, FusedScratch, GatherScratch, IFRecord, Residual, SpikeInput,
+                                    SrpParams, Weights)
 from srp_np.kernels.rules import AUTHORS
 from srp_np.kernels.spikes import bits_to_dense, if_bits, if_bits_fast, pool_bits_dense, pooled_counts
 from srp_np.neuron import if_init, if_step, srp_keep_mask
@@ -69,11 +71,11 @@ def test_if_kernels_match_numpy(dtype, static, tau, P, C, pblock):
     NW = (C + 63) // 64
     half, keep = theta / dtype(2), dtype(eps) * theta
     b1, c1 = np.empty((B * S, P, NW), np.uint64), np.empty((B * S, P), np.int32)
-    if_bits_fast(cur, static, B, S, tau, theta, half, keep, AUTHORS, P, C, pblock, b1, c1)
+    if_bits_fast(cur, static, B, S, SrpParams(tau, theta, half, keep, AUTHORS), P, C, pblock, b1, c1)
     b2, c2 = np.empty_like(b1), np.empty_like(c1)
-    rec = [np.zeros((B, N), dtype), np.ones((B, N), bool), np.zeros((B, N), np.int32), np.zeros((B, N), np.int32),
-           np.zeros((B, N))]
-    if_bits(cur, static, B, S, tau, theta, half, keep, AUTHORS, P, C, pblock, True, b2, c2, *rec)
+    rec = IFRecord(np.zeros((B, N), dtype), np.ones((B, N), bool), np.zeros((B, N), np.int32),
+                   np.zeros((B, N), np.int32), np.zeros((B, N)))
+    if_bits(cur, static, B, S, SrpParams(tau, theta, half, keep, AUTHORS), P, C, pblock, True, b2, c2, rec)
     got = unpack(b1, C).reshape(B * S, N)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(b1, b2)
@@ -99,8 +101,8 @@ KB = 256 * 1024
 def gather_workspace(kh, kw, cin, rows, dtype):
     nt = numba.config.NUMBA_NUM_THREADS
     cap = list_capacity(kh, kw, cin)
-    return [np.empty((nt, cap), np.uint32), np.empty((nt, cap), dtype), np.empty((nt, cap), np.int64),
-            np.empty((nt, 4), np.uint64)]
+    return GatherScratch(np.empty((nt, cap), np.uint32), np.empty((nt, cap), dtype), np.empty((nt, cap), np.int64),
+                         np.empty((nt, 4), np.uint64))
 
 
 # Cout covers every accumulator block (256, 128, 64, 32 with 2 rows, 16 with 4 rows) and the
@@ -128,8 +130,9 @@ def test_gather_conv_matches_numpy(dtype, Cin, Cout, H, k, stride, pad, pool, fg
     out = np.full((F, Hout * Hout * Cout), np.nan, dtype)
     sops = np.empty(F, np.int64)
     scale = theta / dtype(pool * pool)
-    gather_bits(pack(spikes), H, pool, scale, gather_weights(w_hwio), b, True, k, k, Cin, Cout, stride, pad,
-                Hin, Hin, Hout, Hout, fgroup, ncolu, kblock, out, sops, *gather_workspace(k, k, Cin, fgroup * Hout * Hout, dtype))
+    gather_bits(SpikeInput(pack(spikes), H, pool, scale), Weights(gather_weights(w_hwio), b, True),
+                ConvGeom(k, k, Cin, Cout, stride, pad, Hin, Hin, Hout, Hout), fgroup, ncolu, kblock, out, sops,
+                gather_workspace(k, k, Cin, fgroup * Hout * Hout, dtype))
     got = out.reshape(F, Hout, Hout, Cout).transpose(0, 3, 1, 2)
     tol = 1e-12 if dtype == np.float64 else 1e-4
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
@@ -148,8 +151,9 @@ def test_gather_sums_in_tap_then_channel_order():
     for kblock in (KB, 1):     # the whole list at once, or one segment at a time (partial sums continued)
         out = np.empty((F, H * H * Cout), np.float32)
         sops = np.empty(F, np.int64)
-        gather_bits(pack(spikes), H, 1, np.float32(0.7), gather_weights(w), b, True, k, k, Cin, Cout, 1, 1, H, H, H,
-                    H, 2, 2, kblock, out, sops, *gather_workspace(k, k, Cin, 2 * H * H, np.float32))
+        gather_bits(SpikeInput(pack(spikes), H, 1, np.float32(0.7)), Weights(gather_weights(w), b, True),
+                    ConvGeom(k, k, Cin, Cout, 1, 1, H, H, H, H), 2, 2, kblock, out, sops,
+                    gather_workspace(k, k, Cin, 2 * H * H, np.float32))
         outs.append(out)
     s = spikes.reshape(F, H, H, Cin)
     want = np.empty((F, H, H, Cout), np.float32)
@@ -178,8 +182,8 @@ def test_gather_linear_matches_numpy(n_in, n_out):
     want = ops.linear(spikes[:, 0] * 0.9, w, b)
     out = np.empty((F, n_out))
     sops = np.empty(F, np.int64)
-    gather_bits(pack(spikes), 1, 1, 0.9, gather_weights(np.ascontiguousarray(w.T)), b, True, 1, 1, n_in, n_out, 1, 0,
-                1, 1, 1, 1, F, 4, KB, out, sops, *gather_workspace(1, 1, n_in, F, np.float64))
+    gather_bits(SpikeInput(pack(spikes), 1, 1, 0.9), Weights(gather_weights(np.ascontiguousarray(w.T)), b, True),
+                ConvGeom(1, 1, n_in, n_out, 1, 0, 1, 1, 1, 1), F, 4, KB, out, sops, gather_workspace(1, 1, n_in, F, np.float64))
     np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(sops, spikes.sum((1, 2)) * n_out)
 
@@ -201,7 +205,8 @@ def test_gather_if_equals_gather_then_if(dtype, tau, pool, res, pblock):
     geom = (k, k, Cin, Cout, 1, 1, H, H, H, H)
     cur = np.empty((F, P * Cout), dtype)
     s1 = np.empty(F, np.int64)
-    gather_bits(bits, Hs, pool, scale, w, b, True, *geom, 2, 1, KB, cur, s1, *gather_workspace(k, k, Cin, 2 * P, dtype))
+    gather_bits(SpikeInput(bits, Hs, pool, scale), Weights(w, b, True), ConvGeom(*geom), 2, 1, KB, cur, s1,
+                gather_workspace(k, k, Cin, 2 * P, dtype))
     res_theta, res_bits, res_dense = dtype(0), np.zeros((1, 1, 1), np.uint64), np.zeros((1, 1), dtype)
     if res == 1:                          # identity shortcut: spikes worth 0.7
         shortcut = random_spikes(rng, F, H, H, Cout, 0.3)
@@ -212,13 +217,15 @@ def test_gather_if_equals_gather_then_if(dtype, tau, pool, res, pblock):
         cur += res_dense
     NW = (Cout + 63) // 64
     b1, c1 = np.empty((F, P, NW), np.uint64), np.empty((F, P), np.int32)
-    if_bits_fast(cur, False, B, S, tau, th, th / 2, eps * th, AUTHORS, P, Cout, 4, b1, c1)
+    srp = SrpParams(tau, th, th / 2, eps * th, AUTHORS)
+    if_bits_fast(cur, False, B, S, srp, P, Cout, 4, b1, c1)
     nt = numba.config.NUMBA_NUM_THREADS
     b2, c2, s2 = np.empty_like(b1), np.empty_like(c1), np.empty(F, np.int64)
-    gather_if_bits(bits, Hs, pool, scale, w, b, True, *geom, KB, B, S, tau, th, th / 2, eps * th, AUTHORS, pblock, b2, c2, s2,
-                   *gather_workspace(k, k, Cin, S * P, dtype), np.empty((nt, S * P * Cout), dtype),
-                   np.empty((nt, P * Cout), dtype), np.empty((nt, P * NW), np.uint64), res, res_theta, res_bits,
-                   res_dense)
+    gather_if_bits(SpikeInput(bits, Hs, pool, scale), Weights(w, b, True), ConvGeom(*geom), KB, B, S, srp, pblock,
+                   b2, c2, s2, gather_workspace(k, k, Cin, S * P, dtype),
+                   FusedScratch(np.empty((nt, S * P * Cout), dtype), np.empty((nt, P * Cout), dtype),
+                                np.empty((nt, P * NW), np.uint64)),
+                   Residual(res, res_theta, res_bits, res_dense))
     np.testing.assert_array_equal(b1, b2)
     np.testing.assert_array_equal(c1, c2)
     np.testing.assert_array_equal(s1, s2)

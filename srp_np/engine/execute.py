@@ -17,6 +17,8 @@ import numpy as np
 from ..kernels import aligned
 from ..kernels.events import dense_to_events
 from ..kernels.gather import DEFAULT_KBLOCK, gather_bits, gather_if_bits, gather_weights, list_capacity
+from ..kernels.records import (ConvGeom, FusedScratch, GatherScratch, IFRecord, Residual, SpikeInput, SrpParams,
+                               Weights)
 from ..kernels.simd import MAX_POOL_WINDOW
 from ..kernels.spikes import bits_to_dense, if_bits, if_bits_fast, pool_bits_dense, pooled_counts
 from ..kernels.synapses import avgpool_events, conv2d_events, linear_events
@@ -98,10 +100,11 @@ class Chunk:
                              record={} if record else None)
 
     # ------------------------------------------------------------------ helpers for lowerings
-    def srp_args(self, th):
-        """(θ, v(0), keep threshold, rule code) of an IF layer of threshold θ."""
+    def srp_params(self, th) -> SrpParams:
+        """The SRP schedule of an IF layer of threshold θ: τ, θ, v(0), keep threshold, rule code."""
         dt = self.dt
-        return th, initial_membrane(th, dt), keep_threshold(th, self.mask_eps, self.mask_rule, dt), self.rule
+        return SrpParams(self.tau, th, initial_membrane(th, dt), keep_threshold(th, self.mask_eps, self.mask_rule, dt),
+                         self.rule)
 
     def tally(self, kind: str, name: str, frame_counts) -> None:
         self.pending.append((kind, name, frame_counts))
@@ -141,26 +144,26 @@ class Chunk:
     def dense_value(self, arr) -> Dense:
         return Dense(arr)
 
-    def gather_workspace(self, kh, kw, cin) -> list:
+    def gather_scratch(self, kh, kw, cin) -> GatherScratch:
         """Per-thread buffers of :func:`gather_bits` (lists, counts, segment starts, pooling window)."""
         cap = list_capacity(kh, kw, cin)
         key = ("gather", cap)
         sc = self.ws.scratch
         if key not in sc:
-            sc[key] = [self.ws.scratch_array("offs", (NT, cap), np.uint32),
-                       self.ws.scratch_array("cnt", (NT, cap), self.dt),
-                       self.ws.scratch_array("start", (NT, cap), np.int64),
-                       self.ws.scratch_array("win", (NT, MAX_POOL_WINDOW), np.uint64)]
-        return list(sc[key])
+            sc[key] = GatherScratch(self.ws.scratch_array("offs", (NT, cap), np.uint32),
+                                    self.ws.scratch_array("cnt", (NT, cap), self.dt),
+                                    self.ws.scratch_array("start", (NT, cap), np.int64),
+                                    self.ws.scratch_array("win", (NT, MAX_POOL_WINDOW), np.uint64))
+        return sc[key]
 
 
 def spike_source(value, dt):
-    """``(bits, Ws, k, scale, spikes per frame)`` of a value the gather kernels read: a spike map
-    (k = 1, scale θ) or its k×k average pool (scale θ/k²); Ws is the spike map's width."""
+    """``(SpikeInput, spikes per frame)`` of a value the gather kernels read: a spike map
+    (k = 1, scale θ) or its k×k average pool (scale θ/k²)."""
     if isinstance(value, Spikes):
-        return value.bits, (value.shape[2] if len(value.shape) == 3 else 1), 1, value.theta, value.counts
+        return SpikeInput(value.bits, value.shape[2] if len(value.shape) == 3 else 1, 1, value.theta), value.counts
     src = value.src
-    return src.bits, src.shape[2], value.k, src.theta / dt(value.k * value.k), src.counts
+    return SpikeInput(src.bits, src.shape[2], value.k, src.theta / dt(value.k * value.k)), src.counts
 
 
 class Engine:
@@ -266,18 +269,16 @@ class Engine:
         counts = ck.alloc((F, P), np.int32)
         pblock = max(1, min(P, -(-P * B // (8 * numba.get_num_threads()))))
         if ck.record:
-            rec = dict(v_tau=np.zeros((B, size), dt), mask=np.ones((B, size), np.bool_),
-                       spikes_stage1=np.zeros((B, size), np.int32), spikes=np.zeros((B, size), np.int32),
-                       input_sum=np.zeros((B, size), np.float64))
-            pick(if_bits, 2 * F * size)(cur, static, B, S, ck.tau, *ck.srp_args(th), P, C, pblock, True,
-                                        bits, counts, rec["v_tau"], rec["mask"],
-                                        rec["spikes_stage1"], rec["spikes"], rec["input_sum"])
+            rec = IFRecord(v_tau=np.zeros((B, size), dt), mask=np.ones((B, size), np.bool_),
+                           spikes_stage1=np.zeros((B, size), np.int32), spikes=np.zeros((B, size), np.int32),
+                           input_sum=np.zeros((B, size), np.float64))
+            pick(if_bits, 2 * F * size)(cur, static, B, S, ck.srp_params(th), P, C, pblock, True, bits, counts, rec)
+            rec = rec._asdict()
             if ck.tau == 0:
                 rec["v_tau"] = None
             ck.res.record[name] = {k: (None if v is None else _to_model_layout(v, shape)) for k, v in rec.items()}
         else:
-            pick(if_bits_fast, 2 * F * size)(cur, static, B, S, ck.tau, *ck.srp_args(th), P, C, pblock, bits,
-                                             counts)
+            pick(if_bits_fast, 2 * F * size)(cur, static, B, S, ck.srp_params(th), P, C, pblock, bits, counts)
         cnt = counts.sum(axis=1, dtype=np.int64)
         ck.ws.temp_done(counts)
         if not static:
@@ -286,27 +287,29 @@ class Engine:
         ck.res.neurons[name] = size
         return Spikes(bits, th, cnt, shape)
 
-    def _gather_geometry(self, node, spikes_shape_src):
+    def _gather_geometry(self, node) -> ConvGeom:
         shapes = self.model.shapes
         shape = shapes[node.name]
         if node.op == "conv2d":
             w = self.prep[node.name][0]
             kh, kw, cin, cout = w.shape
             in_shape = shapes[node.inputs[0]]
-            return (kh, kw, cin, cout, node.stride, node.padding, in_shape[1], in_shape[2], shape[1], shape[2])
+            return ConvGeom(kh, kw, cin, cout, node.stride, node.padding, in_shape[1], in_shape[2], shape[1], shape[2])
         # linear on a 1-d spike map or a map pooled to 1×1: a 1×1 conv on one position
-        return (1, 1, self.prep[node.name][0].shape[0], math.prod(shape), 1, 0, 1, 1, 1, 1)
+        return ConvGeom(1, 1, self.prep[node.name][0].shape[0], math.prod(shape), 1, 0, 1, 1, 1, 1)
+
+    def _weights(self, name) -> Weights:
+        _, b, has_b = self.prep[name]
+        return Weights(self.wflat[name], b, has_b)
 
     def _gather(self, ck, step, ins, values):
         """Conv / linear fed by spikes (or their k = stride pool): gather kernel → currents."""
         node = step.node
         name = node.name
         size = math.prod(self.model.shapes[name])
-        bits, Ws, k, scale, frame_spikes = spike_source(ins[0], ck.dt)
-        geom = self._gather_geometry(node, ins[0])
-        kh, kw, cin, cout = geom[:4]
-        work = float(frame_spikes.sum()) * kh * kw * cout
-        _, b, has_b = self.prep[name]
+        src, frame_spikes = spike_source(ins[0], ck.dt)
+        geom = self._gather_geometry(node)
+        work = float(frame_spikes.sum()) * geom.kh * geom.kw * geom.cout
         # units: about 4 per thread, frame groups first, then slices of the output channels
         F = ck.F
         target = 4 * numba.get_num_threads()
@@ -314,9 +317,8 @@ class Engine:
         ncolu = max(1, target // -(-F // fgroup))
         out = ck.alloc((F, size))
         sops = np.empty(F, np.int64)
-        wsp = ck.gather_workspace(kh, kw, cin)
-        pick(gather_bits, work)(bits, Ws, k, scale, self.wflat[name], b, has_b, *geom, fgroup, ncolu, KBLOCK, out,
-                                sops, *wsp)
+        pick(gather_bits, work)(src, self._weights(name), geom, fgroup, ncolu, KBLOCK, out, sops,
+                                ck.gather_scratch(geom.kh, geom.kw, geom.cin))
         ck.tally("sops", name, sops)
         return Dense(out)
 
@@ -327,17 +329,16 @@ class Engine:
         name = node.name
         shape = self.model.shapes[name]
         size = math.prod(shape)
-        bits, Ws, k, scale, frame_spikes = spike_source(ins[0], dt)
-        geom = self._gather_geometry(node, ins[0])
-        kh, kw, cin, cout = geom[:4]
-        work = float(frame_spikes.sum()) * kh * kw * cout
-        _, b, has_b = self.prep[name]
+        src, frame_spikes = spike_source(ins[0], dt)
+        geom = self._gather_geometry(node)
+        cout = geom.cout
+        work = float(frame_spikes.sum()) * geom.kh * geom.kw * cout
         dummy_f = np.zeros((1, 1), dt)
-        res_kind, res_args = 0, (dt(0), _NO_BITS, dummy_f)
+        res = Residual(0, dt(0), _NO_BITS, dummy_f)
         if step.residual is not None:
             ov = values[step.residual]
-            res_kind, res_args = (1, (ov.theta, ov.bits, dummy_f)) if isinstance(ov, Spikes) \
-                else (2, (dt(0), _NO_BITS, ov.data))
+            res = Residual(1, ov.theta, ov.bits, dummy_f) if isinstance(ov, Spikes) else Residual(2, dt(0), _NO_BITS,
+                                                                                                ov.data)
         q = self.model.op_by_name[step.fused_if]
         th = dt(q.threshold)
         P, NW = shape[1] * shape[2], (cout + 63) // 64
@@ -345,12 +346,11 @@ class Engine:
         bits_out = ck.alloc((F, P, NW), np.uint64)
         counts = ck.alloc((F, P), np.int32)
         sops = np.empty(F, np.int64)
-        wsp = ck.gather_workspace(kh, kw, cin)
-        wsp += [ck.ws.scratch_array("cur", (NT, S * size), dt), ck.ws.scratch_array("v", (NT, size), dt),
-                ck.ws.scratch_array("keepw", (NT, P * NW), np.uint64)]
+        fscratch = FusedScratch(ck.ws.scratch_array("cur", (NT, S * size), dt), ck.ws.scratch_array("v", (NT, size), dt),
+                                ck.ws.scratch_array("keepw", (NT, P * NW), np.uint64))
         pick(gather_if_bits, work + 2 * F * size)(
-            bits, Ws, k, scale, self.wflat[name], b, has_b, *geom, KBLOCK, B, S, ck.tau, *ck.srp_args(th),
-            -(-P // npb), bits_out, counts, sops, *wsp, res_kind, *res_args)
+            src, self._weights(name), geom, KBLOCK, B, S, ck.srp_params(th), -(-P // npb), bits_out, counts, sops,
+            ck.gather_scratch(geom.kh, geom.kw, geom.cin), fscratch, res)
         cnt = counts.sum(axis=1, dtype=np.int64)
         ck.ws.temp_done(counts)
         qn = q.name
@@ -359,7 +359,7 @@ class Engine:
         ck.res.neurons[qn] = size
         ck.tally("sops", name, sops)
         if step.fused_add is not None:          # the residual add, computed inside the kernel
-            ck.tally("sops", step.fused_add, values[step.residual].counts if res_kind == 1 else np.zeros(F, np.int64))
+            ck.tally("sops", step.fused_add, values[step.residual].counts if res.kind == 1 else np.zeros(F, np.int64))
         return None
 
     def _pool_spikes(self, ck, step, ins, values):

@@ -269,20 +269,21 @@ def _gather_frames(bits, Ws, pool, f0, f1, p0, p1, w1, scale, bias, has_bias, kh
 
 
 @njit(parallel=True, cache=True)
-def gather_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout, stride, pad, Hin, Win, Hout, Wout,
-                fgroup, ncolu, kblock, out, sops, ws_offs, ws_cnt, ws_start, ws_win):
-    """Conv (or linear: 1×1 on one position) of a spike map, optionally average-pooled (``pool`` = k > 1).
+def gather_bits(src, wts, geom, fgroup, ncolu, kblock, out, sops, scratch):
+    """Conv (or linear: 1×1 on one position) of a spike map, optionally average-pooled.
 
-    ``bits`` F×(Hs·Ws)×NW holds the spikes; ``w1`` is :func:`gather_weights` of the
-    kh×kw×Cin×Cout weight; ``scale`` is θ (θ/k² when pooled). Writes
-    ``out`` (F × Hout·Wout·Cout channels-last) = scale·Σ w + bias and ``sops`` (F,).
-    Work units: groups of ``fgroup`` frames × ``ncolu`` slices of the output
-    channels; ``kblock`` (bytes) sizes the weight blocks kept in cache (see
-    :func:`_gather_frames`). ``ws_*`` are per-thread workspaces (rows:
-    ``numba.config.NUMBA_NUM_THREADS``): list entries (uint32), their counts (the
-    dtype), segment starts (int64), each :func:`list_capacity` long, and a pooling
-    window (uint64, ≥ :data:`.simd.MAX_POOL_WINDOW`).
+    ``src`` (:class:`.records.SpikeInput`) holds the spikes F×(Hs·Ws)×NW and what one is
+    worth (θ, or θ/k² when pooled); ``wts`` (:class:`.records.Weights`) the weights;
+    ``geom`` (:class:`.records.ConvGeom`) the conv. Writes ``out`` (F × Hout·Wout·Cout
+    channels-last) = scale·Σ w + bias and ``sops`` (F,). Work units: groups of ``fgroup``
+    frames × ``ncolu`` slices of the output channels; ``kblock`` (bytes) sizes the weight
+    blocks kept in cache (see :func:`_gather_frames`). ``scratch``:
+    :class:`.records.GatherScratch`.
     """
+    bits, Ws, pool, scale = src
+    w1, bias, has_bias = wts
+    kh, kw, Cin, Cout, stride, pad, Hin, Win, Hout, Wout = geom
+    ws_offs, ws_cnt, ws_start, ws_win = scratch
     F = bits.shape[0]
     P = Hout * Wout
     N = P * Cout
@@ -312,22 +313,25 @@ def gather_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout, st
 
 
 @njit(parallel=True, cache=True)
-def gather_if_bits(bits, Ws, pool, scale, w1, bias, has_bias, kh, kw, Cin, Cout, stride, pad, Hin, Win, Hout, Wout,
-                   kblock, B, S, tau, theta, half, thr_keep, rule, pblock, bits_out, counts, sops, ws_offs, ws_cnt, ws_start,
-                   ws_win, ws_cur, ws_v, ws_keepw, res_kind, res_theta, res_bits, res_dense):
+def gather_if_bits(src, wts, geom, kblock, B, S, srp, pblock, bits_out, counts, sops, scratch, fscratch, res):
     """:func:`gather_bits` followed by its IF layer, fused: a work unit is one image
     and a block of ``pblock`` output positions; its S frames of currents go to a
-    per-thread buffer (``ws_cur``, ≥ S·N) and straight into the IF update with SRP
-    (:func:`.spikes.if_word` and :func:`.spikes.keep_word`, as in
+    per-thread buffer (``fscratch.cur``, ≥ S·N) and straight into the IF update with SRP
+    (``srp``: :class:`.records.SrpParams`; the schedule of :mod:`.rules`, with
+    :func:`.spikes.if_word` and :func:`.spikes.srp_boundary`, as in
     :func:`.spikes.if_bits_fast`: identical results). Writes the IF layer's spikes ``bits_out``
-    (F×P×NWo) and ``counts`` (F×P), and ``sops``. ``ws_v`` (≥ N) and ``ws_keepw``
-    (≥ P·NWo) are per-thread too.
+    (F×P×NWo) and ``counts`` (F×P), and ``sops``.
 
-    A residual add between the conv and the IF (a ResNet block) is fused too:
-    ``res_kind`` 1 adds ``res_theta`` where the spike map ``res_bits`` (F×P×NWo) has a
-    spike (an identity shortcut), 2 adds ``res_dense`` (F×N, e.g. a 1×1 shortcut
-    conv), 0 adds nothing. Each current is ``conv + shortcut`` (one addition), as
+    A residual add between the conv and the IF (a ResNet block) is fused too (``res``:
+    :class:`.records.Residual`). Each current is ``conv + shortcut`` (one addition), as
     in the unfused add node."""
+    bits, Ws, pool, scale = src
+    w1, bias, has_bias = wts
+    kh, kw, Cin, Cout, stride, pad, Hin, Win, Hout, Wout = geom
+    tau, theta, half, thr_keep, rule = srp
+    ws_offs, ws_cnt, ws_start, ws_win = scratch
+    ws_cur, ws_v, ws_keepw = fscratch
+    res_kind, res_theta, res_bits, res_dense = res
     P = Hout * Wout
     C = Cout
     N = P * C

@@ -48,16 +48,18 @@ def _lowbit_clear(w):
 
 # --------------------------------------------------------------------------- IF → bits
 @njit(parallel=True, cache=True)
-def if_bits(cur, static, B, S, tau, theta, half, thr_keep, rule, P, C, pblock, record,
-            bits, counts, v_tau_out, mask_out, count1_out, count2_out, insum_out):
-    """IF layer with SRP for all frames; spikes written as bit sets (the schedule of :mod:`.rules`).
+def if_bits(cur, static, B, S, srp, P, C, pblock, record, bits, counts, rec):
+    """IF layer with SRP for all frames; spikes written as bit sets (the schedule of :mod:`.rules`;
+    ``srp``: :class:`.records.SrpParams`).
 
     ``cur`` is F×(P·C) channels-last (or B×(P·C) when ``static``: the same
     current every step). Work units are (image, block of ``pblock``
     positions), each running its neurons through all S steps. ``counts``
     (F × P int32) receives the number of (masked) spikes per frame and
-    position. ``record`` fills the B×N arrays (v(τ), mask, stage-1/2 spike counts, Σ stage-2 current).
+    position. ``record`` fills the B×N arrays of ``rec`` (:class:`.records.IFRecord`).
     """
+    tau, theta, half, thr_keep, rule = srp
+    v_tau_out, mask_out, count1_out, count2_out, insum_out = rec
     NW = bits.shape[2]
     nblk = (P + pblock - 1) // pblock
     for u in prange(B * nblk):
@@ -153,9 +155,10 @@ def srp_boundary(v, keepw, p0, p1, C, NW, n0, n1, half, thr_keep, rule):
 
 
 @njit(parallel=True, cache=True)
-def if_bits_fast(cur, static, B, S, tau, theta, half, thr_keep, rule, P, C, pblock, bits, counts):
+def if_bits_fast(cur, static, B, S, srp, P, C, pblock, bits, counts):
     """:func:`if_bits` without recording: the neurons of a spike word are updated by
     :func:`if_word` (vectorised) and the SRP mask is applied as a word (:func:`keep_word`)."""
+    tau, theta, half, thr_keep, rule = srp
     NW = bits.shape[2]
     N = P * C
     cur1 = cur.reshape(-1)
