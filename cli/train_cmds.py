@@ -68,8 +68,16 @@ def _run(fn):
               help="checkpoint written after every epoch")
 @click.option("--resume", is_flag=True, help="continue from --checkpoint if it exists")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA when PyTorch sees a GPU, else the CPU), cpu, cuda or cuda:N")
+@click.option("--amp/--no-amp", default=None,
+              help="mixed precision (float16 autocast + gradient scaling; QCFS stays float32) [default: on with CUDA]")
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
+              help="data-loader processes that augment the batches (0: in the main process)")
+@click.option("--autoaugment", is_flag=True,
+              help="the authors' CIFAR-10 AutoAugment policy between the flip and Cutout (no torchvision)")
 def train_cmd(arch, dataset, data_dir, download, L, epochs, batch_size, lr, weight_decay, width, dropout, seed,
-              threads, limit_batches, out, checkpoint, resume, no_progress):
+              threads, limit_batches, out, checkpoint, resume, no_progress, device, amp, workers, autoaugment):
     """Train a QCFS ANN (SGD momentum 0.9, cosine schedule) and export it to OUT."""
     _require_torch()
     from srp_np.train.train import train
@@ -80,7 +88,8 @@ def train_cmd(arch, dataset, data_dir, download, L, epochs, batch_size, lr, weig
     _run(lambda: train(arch=arch, dataset=dataset, out=out, data_dir=data_dir, L=L, epochs=epochs,
                        batch_size=batch_size, lr=lr, weight_decay=weight_decay, width=width, seed=seed,
                        threads=threads, limit_batches=limit_batches, checkpoint=checkpoint,
-                       resume=resume, dropout=dropout, progress=not no_progress, download=download))
+                       resume=resume, dropout=dropout, progress=not no_progress, download=download,
+                       device=device, amp=amp, workers=workers, autoaugment=autoaugment))
 
 
 def _floats(ctx, param, value):
