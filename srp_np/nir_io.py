@@ -47,9 +47,10 @@ write it) is translated node by node under these stated assumptions:
 * ``IF`` is srp-np's neuron: one step per time step, ``v += r·x`` (Euler, dt = 1),
   **reset by subtraction**, **v(0) = θ/2**, **fire at v ≥ θ**, a spike worth 1.
   ``v_reset`` must be 0 (or absent), ``r`` and ``v_threshold`` uniform per node.
-  That is the rate-coded conversion neuron (sinabs's ``IAF`` with
-  ``MembraneSubtract``, SpikingJelly's ``IFNode(v_reset=None)``); a library that
-  resets to zero or starts at v = 0 simulates a different network.
+  That is the neuron of QCFS conversion; sinabs's ``IAF`` (``MembraneSubtract``) and
+  SpikingJelly's ``IFNode(v_reset=None)`` reset the same way but start at v = 0
+  unless initialised to θ/2. A library that resets to zero or starts at v = 0
+  simulates a different network.
 * an edge has no delay: each step, nodes run in topological order on the
   inputs of the same step; several edges into a node are summed.
 * the input is analog and fed at every step, the output node's mean over the

@@ -424,3 +424,41 @@ def test_export_module_cli(tmp_path):
     r = CliRunner().invoke(cli, ["export", "--module", spec_arg, "--checkpoint", str(tmp_path / "extra.pth"),
                                  "--out", str(tmp_path / "e.npz")])
     assert r.exit_code == 2 and "unexpected key 'extra.weight'" in r.output
+
+
+@pytest.mark.parametrize("arch,size", [("resnet20", 28), ("vgg16", 32)])
+def test_agrees_with_the_architecture_exporter(tmp_path, arch, size):
+    """The generic exporter and the VGG/ResNet one (export_model) write the same network."""
+    from srp_np.train.export import export_model
+    from srp_np.train.models import build_model
+
+    torch.manual_seed(2)
+    model = build_model(arch, in_channels=1, num_classes=10, L=4, width=0.25, input_size=size)
+    xn = images(12, size)
+    exactify(model, xn)
+    export_model(model, tmp_path / "a.npz", arch=arch, dataset="fashion-mnist", L=4, width=0.25, input_size=size)
+    export_torch(model, torch.zeros(1, 1, size, size), tmp_path / "b.npz", mean=[0.286], std=[0.353])
+    a, b = load_model(tmp_path / "a.npz"), load_model(tmp_path / "b.npz")
+    assert [n["op"] for n in a.nodes] == [n["op"] for n in b.nodes]
+    assert [n.get("threshold") for n in a.nodes] == [n.get("threshold") for n in b.nodes]
+    wa = [a.arrays[n["weight"]] for n in a.nodes if n.get("weight")]
+    wb = [b.arrays[n["weight"]] for n in b.nodes if n.get("weight")]
+    assert all(np.array_equal(u, v) for u, v in zip(wa, wb)) and len(wa) == len(wb)
+    np.testing.assert_array_equal(ann_forward(a, xn), ann_forward(b, xn))
+
+
+def test_authors_classes_through_from_torch(tmp_path):
+    """The authors' own module layout (nn.Sequential stems, AdaptiveAvgPool2d + flatten, their QCFS
+    with `up`/`t` and IF with `thresh`/`L`) exports without a key table."""
+    from test_export import (AuthorsIF, AuthorsQCFS, AuthorsResNet4Cifar, AuthorsVGG16, make_fold_exact,
+                             update_bn_stats)
+
+    for net, size in ((AuthorsResNet4Cifar(1, 10, AuthorsQCFS), 28), (AuthorsVGG16(1, 10, 0.125, AuthorsIF), 32)):
+        torch.manual_seed(0)
+        xn = images(12, size)
+        update_bn_stats(net, xn)
+        make_fold_exact(net, seed=1)
+        export_torch(net, torch.zeros(1, 1, size, size), tmp_path / "m.npz")
+        got = ann_forward(load_model(tmp_path / "m.npz"), xn)
+        ref = torch_logits(net, xn)
+        assert np.abs(ref).max() > 0.1 and np.abs(ref - got).max() < 1e-4

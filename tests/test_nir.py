@@ -267,3 +267,9 @@ def test_import_srp_np_does_not_import_nir():
                           "print('nir' in sys.modules, 'h5py' in sys.modules, 'torch' in sys.modules)"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "False"]
+
+
+def test_nir_missing_message(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "nir", None)      # `import nir` raises ImportError
+    r = CliRunner().invoke(cli, ["nir", "export", str(SHIPPED[0]), str(tmp_path / "o.nir")])
+    assert r.exit_code == 2 and r.output.strip() == "error: NIR support needs the nir package: pip install 'srp-np[nir]'"
