@@ -6,6 +6,7 @@ written by other libraries are documented in :mod:`srp_np.nir_io`.
 from __future__ import annotations
 
 import click
+import numpy as np
 
 from .common import check_outputs, mask_eps_option
 from .train_cmds import _floats
@@ -72,3 +73,48 @@ def nir_import_cmd(nir_file, out, L, mean, std, dataset, ignore_metadata):
     n_if = sum(1 for n in graph["nodes"] if n["op"] == "qcfs")
     click.echo(f"wrote {out} ({len(graph['nodes'])} nodes, {n_if} IF layers, L={graph['L']}"
                + (", from srp-np's metadata" if not foreign else "") + ")")
+
+
+@nir_group.command("simulate")
+@click.argument("nir_file", type=click.Path(dir_okay=False))
+@click.option("--semantics", type=click.Choice(["srp-np", "nir"]), default="srp-np", show_default=True,
+              help="srp-np: v(0)=θ/2, fire at v ≥ θ, reset by subtraction (what the metadata states); nir: v(0)=0, "
+                   "fire at v > θ, reset to v_reset (NIR's IF read without the metadata)")
+@click.option("--T", "T", type=click.IntRange(1, 4096), default=8, show_default=True, help="time steps")
+@click.option("--data", "-d", type=click.Path(dir_okay=False), default=None,
+              help="data .npz (x, y); default: the test split of the data set the srp-np metadata names")
+@click.option("--limit", type=click.IntRange(1), default=None, help="only the first N images")
+@click.option("--L", "L", type=click.IntRange(1, 1024), default=None, help="for a foreign graph (see import)")
+def nir_simulate_cmd(nir_file, semantics, T, data, limit, L):
+    """Run NIR_FILE densely (NumPy, float64) as a NIR consumer would, and print the accuracy per step.
+
+    Plain conversion only (no SRP stage 1: NIR cannot express it). With --semantics srp-np the result
+    equals `srp-np run --tau 0` on the same model; --semantics nir shows what a consumer that ignores
+    srp-np's metadata gets.
+    """
+    from srp_np.model import Model, validate_graph
+    from srp_np.nir_io import from_nir, read_nir, simulate_nir
+
+    from .common import load_data_option
+
+    g = read_nir(nir_file)
+    graph, arrays = from_nir(g, L=L)
+    arrays = {k: np.asarray(a, dtype=np.float32) for k, a in arrays.items()}
+    model = Model(graph=graph, arrays=arrays, shapes=validate_graph(graph, arrays), path=str(nir_file))
+    x, y, origin = load_data_option(model, data, None, limit)
+    from srp_np.datasets import to_float
+
+    xn = model.preprocess(to_float(np.asarray(x)), np.float64)      # images in [0, 1], normalised
+    outs = []
+    bar_total = len(xn)
+    from .common import progress_bar
+
+    with progress_bar(bar_total, f"NIR ({semantics})") as bar:
+        for i in range(0, len(xn), 100):
+            o, _ = simulate_nir(g, xn[i:i + 100], T, semantics)
+            outs.append(o)
+            bar.update(len(xn[i:i + 100]))
+    out = np.concatenate(outs, axis=1)
+    acc = (out.argmax(-1) == y[None, :]).mean(axis=1)
+    click.echo(f"{nir_file}: {len(y)} images ({origin}), semantics {semantics}, T={T}")
+    click.echo("accuracy after t steps: " + ", ".join(f"t={t + 1}: {100 * a:.2f}%" for t, a in enumerate(acc)))

@@ -582,3 +582,100 @@ def import_nir(path, out, **kw):
     graph, arrays = from_nir(g, **kw)
     m = save_model(out, graph, arrays)
     return m.graph, foreign
+
+
+# ----------------------------------------------------------------------------- a NIR interpreter
+
+#: The neuron semantics :func:`simulate_nir` can run: srp-np's (what the metadata states) and
+#: what a consumer reading only NIR's IF definition runs (v(0) = 0, fire at v > θ, reset to v_reset).
+SEMANTICS = {
+    "srp-np": {"v_init": "half", "fire": ">=", "reset": "subtract"},
+    "nir": {"v_init": "zero", "fire": ">", "reset": "to_v_reset"},
+}
+
+
+def _conv_nchw(x, w, b, stride, pad):
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    if pad:
+        x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    win = sliding_window_view(x, w.shape[2:], axis=(2, 3))[:, :, ::stride, ::stride]   # N,C,Ho,Wo,kh,kw
+    y = np.tensordot(win, w, axes=([1, 4, 5], [1, 2, 3]))                                # N,Ho,Wo,O
+    return np.ascontiguousarray(y.transpose(0, 3, 1, 2)) + b[None, :, None, None]
+
+
+def simulate_nir(g, x, T: int, semantics: str = "srp-np"):
+    """Run a NIR graph for T steps, densely in float64 (a reference for what a consumer computes).
+
+    Each step every node runs in topological order on the inputs of the same step (no delay);
+    the edges into a node are summed; the analog input ``x`` (N×shape, already normalised) is
+    fed at every step. An IF node integrates ``v += r·x`` and emits 1 per spike:
+
+    * ``semantics="srp-np"``: v(0) = θ/2, spike when v ≥ θ, reset by subtraction (Eqs. 2-3);
+    * ``semantics="nir"``: v(0) = 0, spike when v > θ, reset to ``v_reset`` (NIR's IF).
+
+    Conv2d, Affine, Linear, Flatten, SumPool2d, AvgPool2d, Scale, IF, Input and Output only.
+
+    Returns
+    -------
+    outputs : ndarray
+        T×N×K: the mean of the Output node's input over the first t steps.
+    spikes : dict
+        Spike counts per IF node (N×shape).
+    """
+    nir = _nir()
+    if semantics not in SEMANTICS:
+        raise SrpError(f"semantics must be one of {', '.join(SEMANTICS)}, got {semantics!r}")
+    sem = SEMANTICS[semantics]
+    order, preds, _ = _topo(g)
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[0]
+    v, spikes = {}, {}
+    outs, acc = [], None
+    for _t in range(int(T)):
+        val = {}
+        for k in order:
+            nd = g.nodes[k]
+            if isinstance(nd, nir.Input):
+                val[k] = x
+                continue
+            inp = val[preds[k][0]]
+            for p in preds[k][1:]:
+                inp = inp + val[p]
+            if isinstance(nd, nir.Conv2d):
+                val[k] = _conv_nchw(inp, np.asarray(nd.weight, np.float64), np.asarray(nd.bias, np.float64),
+                                    _int_pair(nd.stride, "stride", k), _int_pair(nd.padding, "padding", k))
+            elif isinstance(nd, nir.Affine):
+                val[k] = inp @ np.asarray(nd.weight, np.float64).T + nd.bias
+            elif isinstance(nd, nir.Linear):
+                val[k] = inp @ np.asarray(nd.weight, np.float64).T
+            elif isinstance(nd, nir.Flatten):
+                val[k] = inp.reshape(n, -1)
+            elif isinstance(nd, (nir.SumPool2d, nir.AvgPool2d)):
+                from numpy.lib.stride_tricks import sliding_window_view
+
+                kk, s = _int_pair(nd.kernel_size, "kernel", k), _int_pair(nd.stride, "stride", k)
+                win = sliding_window_view(inp, (kk, kk), axis=(2, 3))[:, :, ::s, ::s].sum(axis=(4, 5))
+                val[k] = win / (kk * kk) if isinstance(nd, nir.AvgPool2d) else win
+            elif isinstance(nd, nir.Scale):
+                val[k] = inp * nd.scale
+            elif type(nd) is nir.IF:
+                th = np.asarray(nd.v_threshold, np.float64)
+                if k not in v:
+                    v[k] = np.broadcast_to(th / 2 if sem["v_init"] == "half" else 0 * th, inp.shape).copy()
+                    spikes[k] = np.zeros(inp.shape, np.int64)
+                v[k] += np.asarray(nd.r, np.float64) * inp
+                s = v[k] >= th if sem["fire"] == ">=" else v[k] > th
+                if sem["reset"] == "subtract":
+                    v[k] -= s * th
+                else:
+                    vr = 0.0 if nd.v_reset is None else np.asarray(nd.v_reset, np.float64)
+                    v[k] = np.where(s, vr, v[k])
+                spikes[k] += s
+                val[k] = s.astype(np.float64)
+            elif isinstance(nd, nir.Output):
+                acc = inp if acc is None else acc + inp
+                outs.append(acc / (_t + 1))
+            else:
+                raise SrpError(f"NIR node {k!r} ({type(nd).__name__}): not simulated here")
+    return np.stack(outs), spikes

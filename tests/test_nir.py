@@ -43,10 +43,11 @@ def _pool(x, k, s, mean):
     return out / (k * k) if mean else out
 
 
-def run_nir(g, x, T):
+def run_nir(g, x, T, nir_semantics=False):
     """Run a NIR graph for T steps on the analog input x (N×shape), in float64: IF with v(0) =
     v_threshold/2, v += r·x, a spike (worth 1) when v >= v_threshold, reset by subtraction; no delay
-    on edges (topological order within a step); returns (mean output over the steps, spike counts)."""
+    on edges (topological order within a step); returns (mean output over the steps, spike counts).
+    ``nir_semantics``: NIR's own IF instead (v(0) = 0, spike when v > v_threshold, v := v_reset)."""
     preds = {k: [a for a, b in g.edges if b == k] for k in g.nodes}
     order, done = [], set()
     while len(order) < len(g.nodes):
@@ -81,10 +82,14 @@ def run_nir(g, x, T):
                 val[k] = inp * nd.scale
             elif isinstance(nd, nir.IF):
                 if v[k] is None:
-                    v[k] = np.broadcast_to(nd.v_threshold / 2, inp.shape).copy()
+                    v[k] = np.broadcast_to(nd.v_threshold * (0.0 if nir_semantics else 0.5), inp.shape).copy()
                 v[k] = v[k] + nd.r * inp
-                s = v[k] >= nd.v_threshold
-                v[k] = v[k] - s * nd.v_threshold
+                if nir_semantics:
+                    s = v[k] > nd.v_threshold
+                    v[k] = np.where(s, nd.v_reset, v[k])
+                else:
+                    s = v[k] >= nd.v_threshold
+                    v[k] = v[k] - s * nd.v_threshold
                 counts[k] = counts[k] + s.astype(np.int64)
                 val[k] = s.astype(np.float64)
             elif isinstance(nd, nir.Output):
@@ -118,6 +123,19 @@ def test_exported_graph_runs_like_srp_np(kind):
         np.testing.assert_array_equal(counts[q["name"]], ref.spikes[q["name"]], err_msg=q["name"])
     assert sum(int(c.sum()) for c in counts.values()) > 0
     np.testing.assert_allclose(got, ref.outputs[-1], rtol=0, atol=1e-9)
+    # the library's interpreter (srp-np nir simulate) agrees, in both semantics
+    from srp_np.nir_io import simulate_nir
+
+    outs, sp = simulate_nir(g, x, 6)
+    for q in model.qcfs_nodes:
+        np.testing.assert_array_equal(sp[q["name"]], ref.spikes[q["name"]])
+    np.testing.assert_allclose(outs, ref.outputs, rtol=0, atol=1e-9)
+    want, wcounts = run_nir(g, x, 6, nir_semantics=True)
+    outs, sp = simulate_nir(g, x, 6, semantics="nir")
+    assert any((sp[k] != counts[k]).any() for k in sp)           # the semantics differ on this network
+    for k in sp:
+        np.testing.assert_array_equal(sp[k], wcounts[k])
+    np.testing.assert_allclose(outs[-1], want, rtol=0, atol=1e-9)
 
 
 # ----------------------------------------------------------------------------- round trip
@@ -267,6 +285,23 @@ def test_import_srp_np_does_not_import_nir():
                           "print('nir' in sys.modules, 'h5py' in sys.modules, 'torch' in sys.modules)"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "False"]
+
+
+def test_cli_simulate(tmp_path, model_files):
+    """`srp-np nir simulate` prints the accuracy the reference simulation gives (tau = 0)."""
+    from srp_np.datasets import fit_to_shape, load_npz_data, to_float
+
+    m = load_model(model_files / "model.npz")
+    r = CliRunner().invoke(cli, ["nir", "export", str(model_files / "model.npz"), str(tmp_path / "m.nir")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["nir", "simulate", str(tmp_path / "m.nir"), "--data", str(model_files / "data.npz"),
+                                 "--T", "3"])
+    assert r.exit_code == 0, r.output
+    x, y = load_npz_data(model_files / "data.npz")
+    res = simulate_dense(m, m.preprocess(fit_to_shape(to_float(x), m.input_shape), np.float64), tau=0, T=3)
+    acc = (res.outputs.argmax(-1) == y[None]).mean(axis=1)
+    want = ", ".join(f"t={t + 1}: {100 * a:.2f}%" for t, a in enumerate(acc))
+    assert want in r.output, (want, r.output)
 
 
 def test_nir_missing_message(monkeypatch, tmp_path):
