@@ -246,6 +246,27 @@ def read_nir(path):
     with open_regular(Path(path), "NIR file"):
         pass
     try:
+        import h5py
+
+        from .limits import check_memory, format_bytes
+
+        total = 0
+
+        def visit(_name, obj):
+            nonlocal total
+            if isinstance(obj, h5py.Dataset):
+                total += int(obj.size or 0) * int(obj.dtype.itemsize)
+
+        with h5py.File(str(path), "r") as f:
+            f.visititems(visit)
+    except SrpError:
+        raise
+    except Exception as e:  # noqa: BLE001 - h5py raises many types
+        raise SrpError(f"cannot read NIR file {path} ({type(e).__name__}: {_first(e)})") from None
+    # every array is decompressed by nir.read, then copied once or twice on the way to a model
+    check_memory(3 * total, f"{path}: the NIR arrays ({format_bytes(total)} declared)",
+                 "this NIR graph is too large for this machine")
+    try:
         return nir.read(str(path))
     except Exception as e:  # noqa: BLE001 - h5py and nir raise many types
         raise SrpError(f"cannot read NIR file {path} ({type(e).__name__}: {_first(e)})") from None

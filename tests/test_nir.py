@@ -308,3 +308,16 @@ def test_nir_missing_message(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "nir", None)      # `import nir` raises ImportError
     r = CliRunner().invoke(cli, ["nir", "export", str(SHIPPED[0]), str(tmp_path / "o.nir")])
     assert r.exit_code == 2 and r.output.strip() == "error: NIR support needs the nir package: pip install 'srp-np[nir]'"
+
+
+def test_huge_declared_arrays_refused(tmp_path, monkeypatch):
+    """A NIR file is sized (its datasets' declared bytes) against the memory available before nir.read."""
+    import h5py
+
+    with h5py.File(tmp_path / "big.nir", "w") as f:      # 8 GB declared, a few bytes on disk
+        f.create_dataset("node/x", shape=(2 ** 30,), dtype="f8", compression="gzip", chunks=(2 ** 20,))
+    monkeypatch.setenv("SRP_NP_MEMORY_LIMIT", str(2 ** 30))
+    r = CliRunner().invoke(cli, ["nir", "import", str(tmp_path / "big.nir"), str(tmp_path / "o.npz"), "--L", "4"])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and "declared" in lines[0], r.output
+    assert (tmp_path / "big.nir").stat().st_size < 2 ** 20
