@@ -134,6 +134,21 @@ def to_nir(model, tau: int = 4, mask_eps: float = 1e-3):
     # srcs[name]: the NIR nodes whose summed signal, times scale[name], is srp-np's value of name
     srcs = {"input": ["input"]}
     scale = {"input": 1.0}
+    shape_of = {"input": tuple(model.input_shape)}      # per-sample shape of every NIR node's output
+
+    def connect(sources, target):
+        """Edges from ``sources`` into ``target``; a source listed m > 1 times (x + x) goes through
+        a Scale(m) node, since NIR edges are a set (each edge at most once)."""
+        from collections import Counter
+
+        for src, m in Counter(sources).items():
+            if m == 1:
+                edges.append((src, target))
+            else:
+                sid = uid(f"{src}.times{m}.to_{target}")
+                nodes[sid] = nir.Scale(scale=np.full(shape_of[src], float(m)),
+                                       metadata={"srp_np_role": f"the same value summed {m} times"})
+                edges.extend([(src, sid), (sid, target)])
 
     def at_scale_one(name, tag):
         """NIR sources of ``name`` with scale 1 (a Scale node is inserted when needed)."""
@@ -143,7 +158,8 @@ def to_nir(model, tau: int = 4, mask_eps: float = 1e-3):
         sid = uid(f"{name}.{tag}.scale")
         nodes[sid] = nir.Scale(scale=np.full(model.shapes[name], s, dtype=np.float64),
                                metadata={"srp_np_role": "scale folded from upstream (spike value or 1/k^2)"})
-        edges.extend((src, sid) for src in srcs[name])
+        shape_of[sid] = model.shapes[name]
+        connect(srcs[name], sid)
         return [sid]
 
     for node in model.nodes:
@@ -162,13 +178,15 @@ def to_nir(model, tau: int = 4, mask_eps: float = 1e-3):
                                          dilation=1, groups=1, bias=bias, metadata=meta)
             else:
                 nodes[name] = nir.Affine(weight=w, bias=bias, metadata=meta)
-            edges.extend((x, name) for x in srcs[src])
+            connect(srcs[src], name)
+            shape_of[name] = model.shapes[name]
             srcs[name], scale[name] = [name], 1.0
         elif op == "flatten":
             (src,) = ins
             nodes[name] = nir.Flatten(input_type={"input": np.array(model.shapes[src])}, start_dim=0, end_dim=-1,
                                       metadata={"srp_np_op": "flatten"})
-            edges.extend((x, name) for x in srcs[src])
+            connect(srcs[src], name)
+            shape_of[name] = model.shapes[name]
             srcs[name], scale[name] = [name], scale[src]
         elif op == "avgpool2d":
             (src,) = ins
@@ -177,7 +195,8 @@ def to_nir(model, tau: int = 4, mask_eps: float = 1e-3):
             nodes[name] = nir.SumPool2d(kernel_size=np.array([k, k]), stride=np.array([st, st]),
                                         padding=np.array([0, 0]),
                                         metadata={"srp_np_op": "avgpool2d", "srp_np_divide_by": float(k * k)})
-            edges.extend((x, name) for x in srcs[src])
+            connect(srcs[src], name)
+            shape_of[name] = model.shapes[name]
             srcs[name], scale[name] = [name], scale[src] / float(k * k)
         elif op == "add":
             scales = {scale[s] for s in ins}
@@ -196,13 +215,14 @@ def to_nir(model, tau: int = 4, mask_eps: float = 1e-3):
                                  metadata={"srp_np_op": "qcfs", "srp_np_threshold": th, "srp_np_reset": "subtract",
                                            "srp_np_v_init": th / 2.0, "srp_np_fire": ">=",
                                            "srp_np_spike_value": th, "srp_np_spike_value_folded": "downstream"})
-            edges.extend((x, name) for x in feed)
+            connect(feed, name)
+            shape_of[name] = sh
             srcs[name], scale[name] = [name], th
         else:  # pragma: no cover - load_model admits no other op
             raise SrpError(f"node {name!r}: op {op!r} has no NIR mapping")
     out_id = uid("output")
     nodes[out_id] = nir.Output(output_type={"output": np.array([model.num_classes])})
-    edges.extend((x, out_id) for x in at_scale_one(model.output, "to_output"))
+    connect(at_scale_one(model.output, "to_output"), out_id)
     meta = {"srp_np_format": "srp-np/1", "srp_np_graph": json.dumps(model.graph), "srp_np_tau": int(tau),
             "srp_np_mask_eps": float(mask_eps), "srp_np_mask_rule": MASK_RULE_TEXT, "srp_np_readout": READOUT_TEXT,
             "srp_np_neuron": NEURON_TEXT, "srp_np_timing": TIMING_TEXT, "srp_np_output_node": out_id}
@@ -410,7 +430,12 @@ class _Val:
     feeds only this value)."""
 
     def __init__(self, ref, shape, factor, free=None):
-        self.ref, self.shape, self.factor, self.free = ref, tuple(int(s) for s in shape), float(factor), free
+        factor = float(factor)
+        # a product of folded scales that should be 1 (θ·(1/θ), k²·(1/k²)) is taken as 1: rounding
+        # would otherwise move every threshold behind it by an ulp
+        if abs(factor - 1.0) <= 1e-12:
+            factor = 1.0
+        self.ref, self.shape, self.factor, self.free = ref, tuple(int(s) for s in shape), factor, free
 
 
 def _from_foreign(g, L, mean, std, metadata):
