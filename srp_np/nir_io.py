@@ -26,7 +26,8 @@ s × NIR's signal (s = 1 at the input, θ after an IF, s/k² after a sum pool, s
 through a flatten). A conv or linear layer fed with scale s gets the weights
 ``W·s`` (computed and stored in float64, so that ``W·s/s`` rounds back to the
 float32 ``W`` exactly) and restores s = 1. Where a value of scale s ≠ 1 meets an
-IF, the output or a sum with another scale, a ``Scale(s)`` node is inserted.
+IF, the output or a sum with another scale, a ``Scale(s)`` node is inserted; a value
+summed with itself (x + x) goes through ``Scale(m)``, since a NIR edge exists at most once.
 
 NIR's IF cannot express what srp-np simulates (Eqs. 2-3 and Algorithm 1 of the
 paper): reset by subtraction (NIR resets to ``v_reset``), v(0) = θ/2, firing at
