@@ -361,6 +361,22 @@ def make_max():
 '''
 
 
+def test_export_module_by_import_path(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from srp_np.cli.main import cli
+
+    (tmp_path / "usernet_mod.py").write_text(MODULE_SRC)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    r = CliRunner().invoke(cli, ["export", "--module", "usernet_mod:make", "--input-size", "32",
+                                 "--out", str(tmp_path / "m.npz")])
+    assert r.exit_code == 0, r.output
+    m = load_model(tmp_path / "m.npz")
+    assert m.graph["arch"] == "Tiny" and m.graph["preprocess"] == {"mean": [0.0] * 3, "std": [1.0] * 3}
+    r = CliRunner().invoke(cli, ["export", "--module", "no_such_module_xyz:make", "--out", str(tmp_path / "n.npz")])
+    assert r.exit_code == 2 and "cannot import no_such_module_xyz" in r.output
+
+
 def test_export_module_cli(tmp_path):
     from click.testing import CliRunner
 

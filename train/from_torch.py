@@ -355,6 +355,9 @@ def from_torch(module: nn.Module, example_input: torch.Tensor, *, L: Optional[in
         raise SrpError(f"maxpool must be 'refuse' or 'avg', got {maxpool!r}")
     if not isinstance(example_input, torch.Tensor) or example_input.ndim != 4:
         raise SrpError("example_input must be one N×C×H×W tensor")
+    p = next(iter(module.parameters()), None)
+    if p is not None:                       # trace where the module lives (CPU or GPU)
+        example_input = example_input.to(device=p.device, dtype=p.dtype)
     was_training = module.training
     module.eval()
     try:
