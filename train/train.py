@@ -201,6 +201,8 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
     if checkpoint and os.path.exists(checkpoint) and not os.path.isfile(checkpoint):
         raise SrpError(f"--checkpoint {checkpoint} is not a regular file (a folder, FIFO or device): refused")
     dev = resolve_device(device)
+    if dev.type == "cuda":   # deterministic cuBLAS (torch.use_deterministic_algorithms below) needs this
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if amp is None:
         amp = dev.type == "cuda"
     if amp and dev.type != "cuda":
