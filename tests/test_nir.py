@@ -350,3 +350,25 @@ def test_random_graphs_every_pattern(tmp_path, seed):
     for q in model.qcfs_nodes:     # the translation keeps the IF nodes' names
         np.testing.assert_array_equal(res.spikes[q["name"]], ref.spikes[q["name"]], err_msg=f"{q['name']} {used}")
     np.testing.assert_allclose(res.outputs, ref.outputs, rtol=0, atol=1e-5)
+
+
+def test_import_foreign_mlp_with_vector_input(tmp_path):
+    """A vector input (an MLP, as snnTorch/Norse examples write it) becomes input [N, 1, 1] + flatten."""
+    rng = np.random.default_rng(5)
+    nodes = {"in": nir.Input(input_type={"input": np.array([6])}),
+             "fc1": nir.Affine(weight=rng.normal(0, 1, (12, 6)), bias=rng.normal(0, 0.3, 12)),
+             "if1": nir.IF(r=np.ones(12), v_threshold=np.full(12, 0.75)),
+             "fc2": nir.Linear(weight=rng.normal(0, 1, (3, 12))),
+             "out": nir.Output(output_type={"output": np.array([3])})}
+    g = nir.NIRGraph(nodes=nodes, edges=[("in", "fc1"), ("fc1", "if1"), ("if1", "fc2"), ("fc2", "out")])
+    graph, arrays = from_nir(g, L=2)
+    from srp_np.model import save_model
+
+    m = save_model(tmp_path / "mlp.npz", graph, arrays)
+    assert list(m.input_shape) == [6, 1, 1] and [n["op"] for n in m.nodes] == ["flatten", "linear", "qcfs", "linear"]
+    x = rng.normal(0.5, 1, (5, 6))
+    want, counts = run_nir(g, x, 8)
+    res = simulate_dense(m, x.reshape(5, 6, 1, 1), tau=0, T=8)
+    np.testing.assert_array_equal(res.spikes["if1"], counts["if1"])
+    assert 0 < counts["if1"].sum() < 8 * counts["if1"].size
+    np.testing.assert_allclose(res.outputs[-1], want, rtol=0, atol=1e-5)
