@@ -39,6 +39,7 @@ setup(
     extras_require={
         "train": ["torch==2.13.0"],
         "plot": ["matplotlib>=3.5"],
+        "nir": ["nir>=1.0.6; python_version>='3.10'"],   # srp-np nir export/import (HDF5 through h5py)
         "dev": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5"],
     },
     entry_points={"console_scripts": ["srp-np=srp_np.cli.main:main"]},

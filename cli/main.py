@@ -111,6 +111,8 @@ def _register():
     cli.add_command(train_cmd, "train")
     cli.add_command(export_cmd, "export")
     register_analysis(cli)
+    from .nir_cmds import nir_group          # NIR export/import (extra [nir]; nir imported lazily)
+    cli.add_command(nir_group, "nir")
 
 
 _register()

@@ -266,7 +266,7 @@ def test_import_authors_state_dict(tmp_path, arch, factory, size, prefix):
     assert ths == pytest.approx(mine)
     # a {"state_dict": ...} wrapper works too
     torch.save({"state_dict": sd, "epoch": 3}, tmp_path / "wrapped.pth")
-    export_checkpoint(str(tmp_path / "wrapped.pth"), arch, str(tmp_path / "m2.npz"), dataset="fashion-mnist")
+    export_checkpoint(str(tmp_path / "wrapped.pth"), arch, str(tmp_path / "m2.npz"), dataset="fashion-mnist", L=4)
 
 
 def test_authors_checkpoint_errors(tmp_path):
@@ -318,7 +318,7 @@ def test_export_cli(tmp_path):
     net = AuthorsResNet4Cifar(1, 10)
     torch.save(net.state_dict(), tmp_path / "r20.pth")
     r = CliRunner().invoke(export_cmd, ["--checkpoint", str(tmp_path / "r20.pth"), "--arch", "resnet20",
-                                        "--dataset", "fashion-mnist", "--out", str(tmp_path / "m.npz")])
+                                        "--dataset", "fashion-mnist", "--L", "4", "--out", str(tmp_path / "m.npz")])
     assert r.exit_code == 0, r.output
     assert "wrote" in r.output
     g = load_model(tmp_path / "m.npz").graph
@@ -330,3 +330,71 @@ def test_export_cli(tmp_path):
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "missing key" in lines[0]
     assert "Traceback" not in r.output and not (tmp_path / "v.npz").exists()
+
+
+# ----------------------------------------------------------------------------- authors' preprocessing and L
+
+# The constants of their data loaders, as written in hzc1208/ANN2SNN_SRP dataprocess.py (and
+# putshua/SNN_conversion_QCFS Preprocess/getdataloader.py): transforms.Normalize(...) after ToTensor.
+THEIR_NORMALIZE = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ([n / 255. for n in [129.3, 124.1, 112.4]], [n / 255. for n in [68.2, 65.4, 70.4]]),
+    "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+}
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_authors_preprocessing_and_L(tmp_path, dataset):
+    torch.manual_seed(4)
+    k = 10 if dataset == "cifar10" else 100
+    net = AuthorsResNet4Cifar(3, k)
+    torch.save(net.state_dict(), tmp_path / "a.pth")
+    out = tmp_path / "m.npz"
+    with pytest.raises(SrpError, match="does not store L.*pass --L") as e:
+        export_checkpoint(str(tmp_path / "a.pth"), "resnet20", str(out), dataset=dataset)
+    assert "\n" not in str(e.value) and not out.exists()
+    export_checkpoint(str(tmp_path / "a.pth"), "resnet20", str(out), dataset=dataset, L=8)
+    m = load_model(out)
+    mean, std = THEIR_NORMALIZE[dataset]
+    assert m.L == 8 and m.num_classes == k
+    assert m.graph["preprocess"]["mean"] == pytest.approx(list(mean), abs=1e-12)
+    assert m.graph["preprocess"]["std"] == pytest.approx(list(std), abs=1e-12)
+    # the file's preprocessing applied to raw images gives what their pipeline feeds the network
+    raw = np.random.default_rng(0).random((2, 3, 32, 32))
+    theirs = (raw - np.array(mean)[:, None, None]) / np.array(std)[:, None, None]
+    assert np.abs(m.preprocess(raw, np.float64) - theirs).max() < 1e-12
+    # --mean/--std override
+    export_checkpoint(str(tmp_path / "a.pth"), "resnet20", str(out), dataset=dataset, L=8,
+                      mean=[0.5] * 3, std=[0.5] * 3)
+    assert load_model(out).graph["preprocess"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
+    with pytest.raises(SrpError, match="3 value"):
+        export_checkpoint(str(tmp_path / "a.pth"), "resnet20", str(out), dataset=dataset, L=8,
+                          mean=[0.5], std=[0.5])
+
+
+def test_srp_np_checkpoint_keeps_its_own_stats_and_L(tmp_path):
+    """A checkpoint of `srp-np train` (with its config) was trained with srp-np's statistics and says L."""
+    net = build_model("resnet20", 3, 10, L=2, width=0.25)
+    config = {"arch": "resnet20", "dataset": "cifar10", "L": 2, "width": 0.25, "in_channels": 3,
+              "num_classes": 10, "input_size": 32, "limit_batches": 1}
+    torch.save({"model": net.state_dict(), "config": config, "history": []}, tmp_path / "c.pth")
+    export_checkpoint(str(tmp_path / "c.pth"), "resnet20", str(tmp_path / "m.npz"))
+    g = load_model(tmp_path / "m.npz").graph
+    assert g["L"] == 2 and g["preprocess"]["std"] == list(ds.DATASET_STATS["cifar10"][1])
+
+
+def test_export_cli_L_and_stats(tmp_path):
+    from click.testing import CliRunner
+
+    from srp_np.cli.main import cli
+
+    torch.save(AuthorsResNet4Cifar(3, 10).state_dict(), tmp_path / "a.pth")
+    base = ["export", "--checkpoint", str(tmp_path / "a.pth"), "--arch", "resnet20", "--dataset", "cifar10",
+            "--out", str(tmp_path / "m.npz")]
+    r = CliRunner().invoke(cli, base)
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and "--L" in lines[0] and "L=8" in lines[0], r.output
+    r = CliRunner().invoke(cli, base + ["--L", "4"])
+    assert r.exit_code == 0 and "std 0.2023,0.1994,0.201" in r.output, r.output
+    r = CliRunner().invoke(cli, base + ["--L", "4", "--std", "0,1,1", "--mean", "0,0,0"])
+    assert r.exit_code == 2 and "must be positive" in r.output

@@ -6,6 +6,8 @@
 * :mod:`.train`   -- ``srp-np train``: SGD + cosine schedule, resumable checkpoints.
 * :mod:`.export`  -- BN folding and export to the srp-np/1 model format, and
   import of checkpoints of the authors' code (``srp-np export``).
+* :mod:`.from_torch` -- any traceable QCFS network (torch.fx): :func:`from_torch`,
+  ``srp-np export --module pkg.mod:factory``.
 
 Importing this package imports torch; the rest of srp-np never does.
 """

@@ -335,23 +335,43 @@ def _infer(arch, sd):
     return int(w.shape[1]), int(last.shape[0]), w.shape[0] / base, (int(fc1.shape[1]) if fc1 is not None else None)
 
 
-def export_checkpoint(path, arch: str, out, dataset: Optional[str] = None, num_classes: Optional[int] = None,
-                      in_channels: Optional[int] = None, input_size: Optional[int] = None,
-                      L: Optional[int] = None, width: Optional[float] = None,
-                      data_dir: Optional[str] = None) -> dict:
-    """Export a checkpoint of ``srp-np train`` or a state_dict of the authors' code."""
-    arch = arch.lower()
-    if arch not in ARCHS:
-        raise SrpError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
-    if dataset is not None:
-        dataset = ds.normalize_name(dataset)
+# Normalisation of the authors' data loaders (hzc1208/ANN2SNN_SRP dataprocess.py, and the same constants in
+# putshua/SNN_conversion_QCFS Preprocess/getdataloader.py): transforms.Normalize(mean, std) after ToTensor.
+# CIFAR-10's std is the widely copied (0.2023, 0.1994, 0.2010), not the data set's per-pixel std
+# (0.2470, 0.2435, 0.2616) that srp-np's own training uses; CIFAR-100 is n/255 for their listed values.
+# They have no Fashion-MNIST loader: srp-np's statistics are used there.
+AUTHORS_STATS = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": (tuple(n / 255.0 for n in (129.3, 124.1, 112.4)), tuple(n / 255.0 for n in (68.2, 65.4, 70.4))),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+# L of the paper's authors' released models is not in their state_dicts; these are what the paper uses.
+PAPER_L_HINT = "the paper uses L=4 for CIFAR-10, L=8 for ResNet-20 on CIFAR-100 and L=16 for ImageNet"
+
+
+def preprocessing_for(dataset: Optional[str], in_channels: int, authors: bool):
+    """(mean, std) lists for images in [0, 1]: the authors' data-loading constants for a
+    checkpoint of their code (``authors=True``), srp-np's own (:data:`srp_np.datasets.DATASET_STATS`)
+    for one of ``srp-np train``; 0 and 1 (inputs used as given) without a data set."""
+    if dataset is None:
+        return [0.0] * in_channels, [1.0] * in_channels
+    key = ds.normalize_name(dataset)
+    if authors and key in AUTHORS_STATS:
+        mean, std = AUTHORS_STATS[key]
+        return [float(v) for v in mean], [float(v) for v in std]
+    return ds.dataset_stats(key)
+
+
+def load_checkpoint_object(path):
+    """``torch.load(path, weights_only=True)`` (never arbitrary pickles) with one-line errors."""
     from srp_np.fileio import open_regular
 
     if not os.path.exists(path):
         raise SrpError(f"{path}: no such file")
     try:
         with open_regular(path, "checkpoint") as f:       # a FIFO or device is refused, never read
-            obj = torch.load(f, map_location="cpu", weights_only=True)
+            return torch.load(f, map_location="cpu", weights_only=True)
     except SrpError:
         raise
     except FileNotFoundError:
@@ -361,6 +381,28 @@ def export_checkpoint(path, arch: str, out, dataset: Optional[str] = None, num_c
     except Exception as e:  # noqa: BLE001 - unpickling errors come in many types
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise SrpError(f"{path}: cannot load as a weights-only torch checkpoint ({first})") from None
+
+
+def export_checkpoint(path, arch: str, out, dataset: Optional[str] = None, num_classes: Optional[int] = None,
+                      in_channels: Optional[int] = None, input_size: Optional[int] = None,
+                      L: Optional[int] = None, width: Optional[float] = None,
+                      data_dir: Optional[str] = None, mean=None, std=None) -> dict:
+    """Export a checkpoint of ``srp-np train`` or a state_dict of the authors' code.
+
+    A checkpoint of ``srp-np train`` says everything (its config). A bare state_dict
+    (the authors' code) stores neither L nor the preprocessing nor which activation
+    was trained: ``L`` is then required, and the preprocessing defaults to the
+    authors' data-loading constants for ``dataset`` (:data:`AUTHORS_STATS`; ``mean``
+    and ``std`` override it). A state_dict cannot tell QCFS from a TCL clip (both
+    store ``up``): exporting it with ``L`` states that it is QCFS; for anything
+    else use ``srp-np export --module`` (the activation is then checked).
+    """
+    arch = arch.lower()
+    if arch not in ARCHS:
+        raise SrpError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
+    if dataset is not None:
+        dataset = ds.normalize_name(dataset)
+    obj = load_checkpoint_object(path)
     sd, config, history = _unwrap_checkpoint(obj, path)
     config = config or {}
     if config.get("arch") and config["arch"] != arch:
@@ -372,7 +414,14 @@ def export_checkpoint(path, arch: str, out, dataset: Optional[str] = None, num_c
     if width is None:
         width = config.get("width") or (round(g_width, 4) if g_width else 1.0)
     if L is None:
-        L = config.get("L") or 4
+        L = config.get("L")
+    if (mean is None) != (std is None):
+        raise SrpError("--mean and --std go together")
+    if mean is None:
+        mean, std = preprocessing_for(dataset, in_channels, authors=not config)
+    if len(mean) != in_channels or len(std) != in_channels:
+        raise SrpError(f"--mean/--std need {in_channels} value(s) (one per input channel), "
+                       f"got {len(mean)} and {len(std)}")
     if input_size is None:
         input_size = config.get("input_size")
     if input_size is None and arch == "vgg16" and g_fc1 and g_width:
@@ -383,11 +432,14 @@ def export_checkpoint(path, arch: str, out, dataset: Optional[str] = None, num_c
     if input_size is None:
         input_size = _default_input_size(arch, dataset)
     try:
-        model = build_model(arch, in_channels=in_channels, num_classes=num_classes, L=L, width=width,
+        model = build_model(arch, in_channels=in_channels, num_classes=num_classes, L=L or 4, width=width,
                             input_size=input_size)
     except ValueError as e:
         raise SrpError(str(e)) from None
     load_state_dict_into(model, arch, sd, path)
+    if L is None:   # checked after the keys: a wrong --arch is the first thing to report
+        raise SrpError(f"{path}: the checkpoint does not store L (a state_dict of the authors' code): pass --L "
+                       f"({PAPER_L_HINT})")
     model.eval()
     acc, extra = None, {}
     if data_dir is not None or (dataset == "fashion-mnist" and config.get("limit_batches") is None and history):
@@ -397,7 +449,7 @@ def export_checkpoint(path, arch: str, out, dataset: Optional[str] = None, num_c
             from .train import evaluate, Normalizer
             x, y = ds.load_dataset(dataset, "test", data_dir)
             x = ds.fit_to_shape(x, (in_channels, input_size, input_size))
-            acc, count = evaluate(model, x, y, Normalizer(*ds.dataset_stats(dataset)))
+            acc, count = evaluate(model, x, y, Normalizer(mean, std))
             extra["ann_accuracy_images"] = int(count)
         else:
             acc = float(history[-1]["test_acc"])
@@ -406,4 +458,4 @@ def export_checkpoint(path, arch: str, out, dataset: Optional[str] = None, num_c
     if config:
         extra["train"] = config
     return export_model(model, out, arch=arch, dataset=dataset, L=L, width=width, ann_accuracy=acc,
-                        input_size=input_size, extra=extra)
+                        input_size=input_size, extra=extra, mean=mean, std=std)

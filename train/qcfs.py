@@ -50,6 +50,10 @@ class QCFS(nn.Module):
         self.up = nn.Parameter(torch.tensor([float(up)]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16):
+            # mixed precision: the quantisation is computed in float32 (a half-precision
+            # x/up·L + 1/2 would put many values on the wrong side of a floor)
+            x = x.float()
         up = self.up.to(x.dtype)
         x = x / up
         x = floor_ste(x * self.L + 0.5) / self.L

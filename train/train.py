@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from srp_np import datasets as ds
 from srp_np.errors import SrpError
 
-from .augment import augment
+from .augment import augment, cutout, random_crop, random_flip
 from .models import build_model, qcfs_modules
 
 # Default epochs: the paper/QCFS code trains CIFAR for 300 epochs; Fashion-MNIST
@@ -75,6 +75,63 @@ def load_train_test(dataset: str, data_dir: Optional[str], arch: str, download: 
     return ds.fit_to_shape(xtr, shape), ytr, ds.fit_to_shape(xte, shape), yte
 
 
+def resolve_device(device: Optional[str]) -> torch.device:
+    """``auto`` (CUDA when PyTorch sees a CUDA device, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    d = (device or "auto").lower()
+    if d == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if d == "cpu":
+        return torch.device("cpu")
+    if d == "cuda" or d.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise SrpError(f"--device {device}: PyTorch sees no CUDA device (torch.cuda.is_available() is False: "
+                           f"no GPU, or a CPU-only PyTorch build {torch.__version__})")
+        try:
+            dev = torch.device(d)
+        except RuntimeError:
+            raise SrpError(f"--device {device}: not a device name") from None
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SrpError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+        return dev
+    raise SrpError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
+
+
+def _batch_seed(seed: int, epoch: int, b: int) -> int:
+    """The augmentation seed of batch b of an epoch when a DataLoader's workers augment
+    (independent of the number of workers and of the order in which they finish)."""
+    return (int(seed) * 1_000_003 + int(epoch) * 65_537 + int(b) * 257 + 12_345) % (2 ** 63 - 1)
+
+
+def augment_batch(xb: torch.Tensor, gen: torch.Generator, padding: int, flip: bool, cut: int, policy=None):
+    """Raw batch in [0, 1] -> crop, flip, [AutoAugment policy], Cutout (the authors' order)."""
+    if policy is None:
+        return augment(xb, gen, padding, flip, cut)
+    xb = random_crop(xb, padding, gen)
+    if flip:
+        xb = random_flip(xb, gen)
+    xb = policy.batch(xb, gen)
+    return cutout(xb, cut, gen)
+
+
+class _Batches(torch.utils.data.Dataset):
+    """One epoch's augmented training batches, batch b made from ``perm[b·bs:(b+1)·bs]`` with a
+    generator seeded by :func:`_batch_seed` (for DataLoader workers)."""
+
+    def __init__(self, x, y, perm, batch_size, batches, seed, epoch, padding, flip, cut, policy):
+        self.x, self.y, self.perm = x, y, perm
+        self.bs, self.n, self.seed, self.epoch = batch_size, batches, seed, epoch
+        self.aug = (padding, flip, cut, policy)
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, b):
+        idx = self.perm[b * self.bs:(b + 1) * self.bs]
+        g = torch.Generator().manual_seed(_batch_seed(self.seed, self.epoch, b))
+        xb = self.x[idx].float().div_(255.0)
+        return augment_batch(xb, g, *self.aug), self.y[idx]
+
+
 class Normalizer:
     def __init__(self, mean, std, dtype=torch.float32):
         self.mean = torch.tensor(mean, dtype=dtype)[None, :, None, None]
@@ -89,14 +146,15 @@ def to_unit(x_uint8: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, x, y, norm, batch_size=500, limit_batches=None):
+def evaluate(model, x, y, norm, batch_size=500, limit_batches=None, device=None):
     model.eval()
+    device = device or next(model.parameters()).device
     correct = total = 0
     for b, i in enumerate(range(0, len(x), batch_size)):
         if limit_batches is not None and b >= limit_batches:
             break
-        xb = norm(to_unit(x[i:i + batch_size]))
-        pred = model(xb).argmax(1)
+        xb = norm(to_unit(x[i:i + batch_size]).to(device))
+        pred = model(xb).argmax(1).cpu()
         correct += int((pred == torch.from_numpy(y[i:i + batch_size])).sum())
         total += len(pred)
     return correct / max(total, 1), total
@@ -117,8 +175,19 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
           weight_decay: float = 5e-4, width: float = 1.0, seed: int = 0, threads: Optional[int] = None,
           limit_batches: Optional[int] = None, checkpoint: Optional[str] = None, resume: bool = False,
           dropout: float = 0.0, progress: bool = True, log=None,
-          download: bool = False, _stop_after: Optional[int] = None):
-    """Train a QCFS network and export it to ``out`` (srp-np/1).  Returns the exported graph."""
+          download: bool = False, device: Optional[str] = "auto", amp: Optional[bool] = None,
+          workers: int = 0, autoaugment: bool = False, _stop_after: Optional[int] = None):
+    """Train a QCFS network and export it to ``out`` (srp-np/1).  Returns the exported graph.
+
+    ``device`` is ``auto`` (CUDA when PyTorch sees one), ``cpu`` or ``cuda[:N]``. ``amp``
+    (default: on with CUDA) runs the forward pass under ``torch.autocast`` in float16 with a
+    gradient scaler; the QCFS activations still compute in float32. ``workers`` > 0 augments
+    the batches in that many DataLoader processes, each batch with its own generator seeded
+    from (seed, epoch, batch), so the result does not depend on the number of workers (it
+    differs from ``workers=0``, which draws everything from one generator as before).
+    ``autoaugment`` adds the authors' CIFAR-10 AutoAugment policy
+    (:class:`srp_np.train.autoaugment.CIFAR10Policy`) between the flip and Cutout.
+    """
     log = log or (lambda s: print(s, flush=True))
     dataset = ds.normalize_name(dataset)
     if epochs is None:
@@ -131,6 +200,20 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
         raise SrpError("--resume needs --checkpoint")
     if checkpoint and os.path.exists(checkpoint) and not os.path.isfile(checkpoint):
         raise SrpError(f"--checkpoint {checkpoint} is not a regular file (a folder, FIFO or device): refused")
+    dev = resolve_device(device)
+    if dev.type == "cuda":   # deterministic cuBLAS (torch.use_deterministic_algorithms below) needs this
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if amp is None:
+        amp = dev.type == "cuda"
+    if amp and dev.type != "cuda":
+        raise SrpError("--amp (mixed precision) needs --device cuda")
+    if int(workers) < 0:
+        raise SrpError(f"--workers must be >= 0, got {workers}")
+    policy = None
+    if autoaugment:
+        from .autoaugment import CIFAR10Policy
+
+        policy = CIFAR10Policy()
     if threads:
         torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
@@ -142,18 +225,21 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
 
     xtr, ytr, xte, yte = load_train_test(dataset, data_dir, arch, download)
     mean, std = ds.dataset_stats(dataset)
-    norm = Normalizer(mean, std)
     num_classes = ds.NUM_CLASSES[dataset]
     in_ch, size = xtr.shape[1], xtr.shape[-1]
     model = build_model(arch, in_channels=in_ch, num_classes=num_classes, L=L, width=width,
-                        input_size=size, dropout=dropout)
+                        input_size=size, dropout=dropout).to(dev)
+    norm = Normalizer(mean, std)
+    norm.mean, norm.std = norm.mean.to(dev), norm.std.to(dev)
+    scaler = torch.amp.GradScaler("cuda", enabled=bool(amp))
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     config = {"arch": arch, "dataset": dataset, "L": int(L), "width": float(width),
               "in_channels": int(in_ch), "num_classes": int(num_classes), "input_size": int(size),
               "batch_size": int(batch_size), "lr": float(lr), "weight_decay": float(weight_decay),
               "epochs": int(epochs), "seed": int(seed), "dropout": float(dropout),
-              "limit_batches": None if limit_batches is None else int(limit_batches)}
+              "limit_batches": None if limit_batches is None else int(limit_batches),
+              "autoaugment": bool(autoaugment), "workers": int(workers)}
     start_epoch, history = 0, []
     if resume and os.path.exists(checkpoint):
         from srp_np.fileio import open_regular
@@ -167,14 +253,16 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
         keys = ("config", "model", "optimizer", "generator", "epoch")
         if not isinstance(ck, dict) or not all(k in ck for k in keys) or not isinstance(ck["config"], dict):
             raise SrpError(f"{checkpoint}: not a checkpoint of srp-np train (needs {', '.join(keys)})")
-        for k in ("arch", "dataset", "L", "width", "batch_size", "seed"):
-            if ck["config"].get(k) != config[k]:
+        for k in ("arch", "dataset", "L", "width", "batch_size", "seed", "autoaugment"):
+            if ck["config"].get(k, False if k == "autoaugment" else None) != config[k]:
                 raise SrpError(f"{checkpoint}: checkpoint has {k}={ck['config'].get(k)!r}, "
                                f"this run has {config[k]!r}")
         try:
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             gen.set_state(ck["generator"])
+            if amp and "scaler" in ck:
+                scaler.load_state_dict(ck["scaler"])
             start_epoch, history = int(ck["epoch"]), list(ck.get("history", []))
         except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
@@ -196,26 +284,38 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
         perm = torch.randperm(n, generator=gen)
         loss_sum = correct = seen = 0
         t0 = time.time()
-        it = range(batches)
+        if workers > 0:
+            loader = torch.utils.data.DataLoader(
+                _Batches(xtr_t, ytr_t, perm, batch_size, batches, seed, epoch, padding, flip, cut, policy),
+                batch_size=None, shuffle=False, num_workers=int(workers), pin_memory=dev.type == "cuda")
+            it = enumerate(loader)
+        else:
+            it = ((b, None) for b in range(batches))
         bar = None
         if progress:
             from tqdm import tqdm
-            bar = tqdm(it, desc=f"epoch {epoch + 1}/{epochs}", leave=False, file=sys.stderr,
+            bar = tqdm(it, total=batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, file=sys.stderr,
                        mininterval=5.0, dynamic_ncols=True)
             it = bar
-        for b in it:
+        for b, batch in it:
             step = epoch * batches + b
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, total_steps, lr)
-            idx = perm[b * batch_size:(b + 1) * batch_size]
-            xb = xtr_t[idx].float().div_(255.0)
-            xb = norm(augment(xb, gen, padding, flip, cut))
-            yb = ytr_t[idx]
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
+            if batch is None:
+                idx = perm[b * batch_size:(b + 1) * batch_size]
+                xb = augment_batch(xtr_t[idx].float().div_(255.0), gen, padding, flip, cut, policy)
+                yb = ytr_t[idx]
+            else:
+                xb, yb = batch
+            xb = norm(xb.to(dev, non_blocking=True))
+            yb = yb.to(dev, non_blocking=True)
+            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=bool(amp)):
+                logits = model(xb)
+                loss = F.cross_entropy(logits.float(), yb)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             with torch.no_grad():  # keep every threshold positive (see LAMBDA_MIN)
                 for up in ups:
                     up.clamp_(min=LAMBDA_MIN)
@@ -235,9 +335,11 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
             f"test_acc {test_acc:.4f} lr {opt.param_groups[0]['lr']:.5f} time {rec['seconds']:.0f}s "
             f"lambda [{' '.join(f'{v:.2f}' for v in lams)}]")
         if checkpoint:
-            _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                          "generator": gen.get_state(), "epoch": epoch + 1,
-                          "config": config, "history": history}, checkpoint)
+            state = {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "optimizer": opt.state_dict(),
+                     "generator": gen.get_state(), "epoch": epoch + 1, "config": config, "history": history}
+            if amp:
+                state["scaler"] = scaler.state_dict()
+            _save_atomic(state, checkpoint)
         if _stop_after is not None and epoch + 1 >= _stop_after:  # tests: simulate an interruption
             return None
     acc, count = evaluate(model, xte, yte, norm, limit_batches=limit_batches)
@@ -245,6 +347,7 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
         f"training wall time {time.time() - t_start:.0f}s")
     from .export import export_model
 
+    model = model.cpu()
     graph = export_model(model, out, arch=arch, dataset=dataset, L=L, width=width,
                          ann_accuracy=acc, extra={"ann_accuracy_images": int(count),
                                                   "epochs": int(epochs), "train": config})
