@@ -415,7 +415,7 @@ def _pause(k: int, n: int) -> str:
 @click.option("--T", "T", type=int, default=4, show_default=True, help="Stage-2 steps.")
 @mask_eps_option
 @click.option("--no-pause", is_flag=True, help="Print every step at once (for scripts; also the behaviour when "
-                                              "standard input is not a terminal).")
+                                              "standard input or output is not a terminal).")
 def step_cmd(weights, data, data_dir, layer, index, image, tau, T, mask_eps, no_pause):
     """Step one neuron of a real model through both SRP stages, one key press per step.
 
@@ -449,7 +449,7 @@ def step_cmd(weights, data, data_dir, layer, index, image, tau, T, mask_eps, no_
     x = _prepare(model, x_raw[image:image + 1])
     tr = neuron_trace(model, x, layer, index, tau, T, mask_eps=mask_eps)
     frames = step_frames(tr)
-    pause = not no_pause and sys.stdin.isatty()
+    pause = not no_pause and sys.stdin.isatty() and sys.stdout.isatty()
     click.echo(f"{model.graph.get('arch', 'model')}: layer {layer}, neuron {tuple(tr['index'])} of {tr['shape']}, "
                f"image {image} (label {int(y[image])}), theta = lambda = {tr['theta']:.6g}, L = {tr['L']}, "
                f"tau = {tau}, T = {T}")
