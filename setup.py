@@ -39,7 +39,8 @@ setup(
     extras_require={
         "train": ["torch==2.13.0"],
         "plot": ["matplotlib>=3.5"],
-        "dev": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5", "pexpect>=4.8", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6"],
+        "dev": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5", "pexpect>=4.8", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6",
+                "nbconvert>=7"],
         "docs": ["nbconvert>=7", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6", "matplotlib>=3.5"],
     },
     entry_points={"console_scripts": ["srp-np=srp_np.cli.main:main"]},

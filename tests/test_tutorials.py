@@ -101,3 +101,29 @@ def test_06_your_network():
     assert "identical" in text and "SNN accuracy" in text
     for tau, acc in s["snn_accuracy"].items():
         assert len(acc) == 8 and np.all(np.array(acc) > 0.1)
+
+
+def test_readme_links_every_rendered_tutorial():
+    readme = (TUTORIALS.parent.parent / "README.md").read_text(encoding="utf-8")
+    for name in NOTEBOOKS:
+        page = f"docs/tutorials/html/{Path(name).stem}.html"
+        assert page in readme, f"README does not link {page}"
+        assert (TUTORIALS.parent.parent / page).is_file(), f"{page} is not built (python docs/tutorials/build.py)"
+
+
+def test_build_page_is_small_and_linked(tmp_path):
+    pytest.importorskip("nbconvert")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tutorial_build", TUTORIALS / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 2. A <title>\n\ntext"),
+                                         nbformat.v4.new_code_cell("print(1)")])
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    html = build.page(nb, "02_b", ["01_a", "02_b", "03_c"])
+    assert "<title>2. A &lt;title&gt;</title>" in html
+    assert 'href="01_a.html"' in html and 'href="03_c.html"' in html and 'href="index.html"' in html
+    assert "print" in html and ">1\n<" in html.replace("</pre>", "<")
+    assert len(html) < 30_000                     # no inlined 250 KiB theme
+    assert build.main(["--out", str(tmp_path), str(tmp_path / "missing.ipynb")]) == 2
