@@ -25,7 +25,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=["srp_np", "srp_np.kernels", "srp_np.cli", "srp_np.train", "srp_np._weights", "srp_np._data"],
+    packages=["srp_np", "srp_np.kernels", "srp_np.opset", "srp_np.engine", "srp_np.cli", "srp_np.train", "srp_np._weights", "srp_np._data"],
     package_dir={
         "srp_np": "srp_np",
         "srp_np.kernels": "srp_np/kernels",
@@ -40,7 +40,9 @@ setup(
         "train": ["torch==2.13.0"],
         "plot": ["matplotlib>=3.5"],
         "nir": ["nir>=1.0.6; python_version>='3.10'"],   # srp-np nir export/import (HDF5 through h5py)
-        "dev": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5"],
+        "dev": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5", "pexpect>=4.8", "nbclient>=0.7", "nbformat>=5.7",
+                "ipykernel>=6", "nbconvert>=7"],
+        "docs": ["nbconvert>=7", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6", "matplotlib>=3.5"],
     },
     entry_points={"console_scripts": ["srp-np=srp_np.cli.main:main"]},
 )

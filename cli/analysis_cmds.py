@@ -284,6 +284,7 @@ def explain_group():
       srp-np explain fig1       the paper's Fig. 1 unevenness example
       srp-np explain neuron     one real neuron through both SRP stages
       srp-np explain theorem1   Theorem 1 checked on random examples
+      srp-np explain step       one real neuron, one time step per key press
     """
 
 
@@ -376,6 +377,96 @@ def neuron_cmd(weights, data, data_dir, layer, index, image, tau, T, mask_eps, p
         click.echo(f"layer fed the SNN's inputs: a = QCFS(ybar) = {tr['a_error_I']:.6g}  ->  Error I: "
                    f"{CASE_TEXT[tr['case_error_I']]}")
     _write_outputs(tr, json_out, plot, "plot_neuron")
+
+
+STEP_KEYS = "Enter/space: next step   c: run to the end   q: quit"
+
+
+def _pause(k: int, n: int) -> str:
+    """Wait for one key after screen ``k`` of ``n``; return ``"next"``, ``"continue"`` or ``"quit"``."""
+    prompt = f"-- step {k}/{n} --  {STEP_KEYS}"
+    click.echo(click.style(prompt, reverse=True), nl=False)
+    while True:
+        try:
+            ch = click.getchar()
+        except EOFError:              # Ctrl-D
+            ch = "q"
+        ch = ch.lower()
+        if ch in ("\r", "\n", " ", "n", "j", "\x1b[b", "\x1b[c"):
+            action = "next"
+        elif ch == "c":
+            action = "continue"
+        elif ch in ("q", "\x1b"):
+            action = "quit"
+        else:
+            continue                  # any other key: ask again
+        click.echo("\r\x1b[K", nl=False)  # erase the prompt line
+        return action
+
+
+@explain_group.command("step")
+@weights_option
+@data_option
+@data_dir_option
+@click.option("--layer", required=True, help="IF (qcfs) node name, e.g. from `srp-np analyze`.")
+@click.option("--index", required=True, help="Neuron index in the layer: c,y,x (conv) or i (flat).")
+@click.option("--image", type=int, default=0, show_default=True, help="Image number in the data set.")
+@click.option("--tau", type=int, default=4, show_default=True, help="Stage-1 steps (0 = plain conversion).")
+@click.option("--T", "T", type=int, default=4, show_default=True, help="Stage-2 steps.")
+@mask_eps_option
+@click.option("--no-pause", is_flag=True, help="Print every step at once (for scripts; also the behaviour when "
+                                              "standard input or output is not a terminal).")
+def step_cmd(weights, data, data_dir, layer, index, image, tau, T, mask_eps, no_pause):
+    """Step one neuron of a real model through both SRP stages, one key press per step.
+
+    Each screen is one time step of the IF neuron (Eqs. 2-3): its input
+    current x(t), the membrane before, u = v + x, the spike (u >= theta), the
+    membrane after reset by subtraction, and the running rate
+    phi(t) = theta·spikes/t beside the ANN's (QCFS) value a. After stage 1
+    (tau steps) one screen shows the residual membrane v(tau) and the SRP mask
+    decision (keep iff v(tau) > eps·theta), then stage 2 (T steps) runs with
+    the mask. The network is stepped densely in float64 on that one image.
+
+    \b
+    Keys: Enter or space = next step, c = run to the end, q = quit.
+    \b
+    Example:
+      srp-np explain step --weights weights/vgg16_fmnist.npz --layer features.9.act --index 61,1,1 --tau 4 --T 4
+    """
+    import sys
+
+    from srp_np.explain import neuron_trace, resolve_neuron, step_frames
+
+    check_range("--tau", tau, 0)
+    check_range("--T", T, 1)
+    model = load_model_option(weights)
+    resolve_neuron(model, layer, index)          # a bad --layer/--index fails before the data are read
+    if image < 0:
+        raise SrpError(f"--image must be >= 0, got {image}")
+    x_raw, y, origin = load_data_option(model, data, data_dir, image + 1)
+    if image >= len(x_raw):
+        raise SrpError(f"--image {image} is out of range: the data set has {len(x_raw)} images")
+    x = _prepare(model, x_raw[image:image + 1])
+    tr = neuron_trace(model, x, layer, index, tau, T, mask_eps=mask_eps)
+    frames = step_frames(tr)
+    pause = not no_pause and sys.stdin.isatty() and sys.stdout.isatty()
+    click.echo(f"{model.graph.get('arch', 'model')}: layer {layer}, neuron {tuple(tr['index'])} of {tr['shape']}, "
+               f"image {image} (label {int(y[image])}), theta = lambda = {tr['theta']:.6g}, L = {tr['L']}, "
+               f"tau = {tau}, T = {T}")
+    click.echo(f"ANN (QCFS) value of this neuron: a = QCFS(y = {tr['y_ann']:.6g}) = {tr['a_ann']:.6g}; "
+               f"membrane starts at theta/2 = {tr['theta'] / 2:.6g}")
+    if pause:
+        click.echo(STEP_KEYS)
+    for k, fr in enumerate(frames, start=1):
+        click.echo("")
+        click.echo(fr["text"])
+        if pause and k < len(frames):
+            action = _pause(k, len(frames))
+            if action == "quit":
+                click.echo(f"stopped after screen {k} of {len(frames)}")
+                return
+            if action == "continue":
+                pause = False
 
 
 @explain_group.command("theorem1")

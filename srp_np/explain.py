@@ -8,6 +8,8 @@
 * :func:`neuron_trace` — the same trace for one neuron of a real model, stage
   1 and stage 2 of SRP, with v(τ), the mask decision, the ANN value and the
   case of the unevenness error it falls in.
+* :func:`step_frames` — that trace as one screen per step, for the
+  terminal step-through ``srp-np explain step``.
 * :func:`theorem1_demo` — random single-layer examples that check the
   statements of Theorem 1 neuron by neuron, with counts.
 """
@@ -130,6 +132,25 @@ def parse_index(text, shape) -> tuple:
     return idx
 
 
+def resolve_neuron(model, layer: str, index) -> tuple:
+    """Check ``layer`` (a qcfs node of ``model``) and ``index`` (``"c,y,x"``, a flat ``"i"`` or a
+    tuple) and return the index as a tuple; :class:`SrpError` with one line naming the problem."""
+    names = [q["name"] for q in model.qcfs_nodes]
+    if layer not in names:
+        near = [n for n in names if str(layer) and (str(layer) in n or n in str(layer))]
+        hint = f"; did you mean {', '.join(near[:3])}?" if near else ""
+        raise SrpError(f"--layer {layer!r} is not an IF (qcfs) layer of this model{hint} "
+                       f"(its IF layers: {', '.join(names)})")
+    shape = tuple(model.shapes[layer])
+    if isinstance(index, str):
+        return parse_index(index, shape)
+    try:
+        idx = tuple(int(v) for v in index)
+    except (TypeError, ValueError):
+        raise SrpError(f"--index must be a tuple of integers, got {index!r}") from None
+    return parse_index(",".join(str(v) for v in idx), shape)
+
+
 def case_name(code: int) -> str:
     return CASES[int(code)]
 
@@ -163,8 +184,7 @@ def neuron_trace(model, x_image, layer: str, index, tau: int, T: int, mask_eps: 
     from .ann import ann_forward
 
     qn = {q["name"]: q for q in model.qcfs_nodes}
-    if layer not in qn:
-        raise SrpError(f"--layer {layer!r} is not an IF (qcfs) layer; choose from {', '.join(qn)}")
+    idx = resolve_neuron(model, layer, index)
     tau, T = int(tau), int(T)
     if tau < 0 or T < 1:
         raise SrpError("need tau >= 0 and T >= 1")
@@ -173,7 +193,6 @@ def neuron_trace(model, x_image, layer: str, index, tau: int, T: int, mask_eps: 
     check_memory(TRACE_BYTES_PER_STEP * (tau + T), f"tracing τ+T = {tau}+{T} steps",
                  "use a smaller τ+T (--tau, --T)")
     shape = model.shapes[layer]
-    idx = parse_index(index, shape) if isinstance(index, str) else tuple(index)
     x = np.asarray(x_image, dtype=dtype)
     if x.ndim == 3:
         x = x[None]
@@ -235,6 +254,99 @@ def neuron_trace(model, x_image, layer: str, index, tau: int, T: int, mask_eps: 
             "L": model.L, "mask_eps": mask_eps, "stage1": stage1, "stage2": stage2, "v_tau": v_tau,
             "kept": kept, "spikes": count, "phi": phi, "ybar": ybar, "a_ann": a_ann, "y_ann": y_ann,
             "a_error_I": a_I, "case_error_II": case_II, "case_error_I": case_I, "v_T": stage2[-1]["v_after"]}
+
+
+# ----------------------------------------------------------------------------- step-through
+
+def membrane_bar(u: float, theta: float, width: int = 20) -> str:
+    """``u`` as a bar of ``width`` cells spanning [0, θ): ``[#####.....]``; below 0 and at or
+    above θ (the neuron fires) are marked."""
+    if u < 0:
+        return "[" + "." * width + "]  below 0"
+    if u >= theta:
+        return "[" + "#" * width + "]  >= theta"
+    n = int(width * u / theta)
+    return "[" + "#" * n + "." * (width - n) + "]"
+
+
+def step_frames(trace: dict) -> list:
+    """The step-through of one :func:`neuron_trace`, as screens of text (``srp-np explain step``).
+
+    One screen per time step of stage 1 (τ steps, v(0) = θ/2, no mask), one for the SRP
+    decision at t = τ (keep iff v(τ) > ε·θ, Algorithm 1 line 12; then every membrane
+    is reset to θ/2), one per step of stage 2 (T steps, the output multiplied by the
+    mask) and a closing one with φ(T) = θ·N(T)/T against the ANN's a = QCFS(y) (Eq. 7).
+    Each step shows the IF update of Eqs. (2)-(3): u(t) = v(t−1) + x(t),
+    s(t) = [u(t) ≥ θ], v(t) = u(t) − θ·s(t), beside the running rate
+    φ(t) = θ·(spikes so far)/t and the ANN value a.
+
+    Returns
+    -------
+    list of dict
+        ``{"kind": "step" | "mask" | "end", "stage": 1 | 2 | None, "t": int | None,
+        "latency": steps since the start, "text": str}``.
+    """
+    th, tau, T, a = trace["theta"], trace["tau"], trace["T"], trace["a_ann"]
+    eps = trace["mask_eps"]
+    frames = []
+
+    def step_text(r: dict, stage: int) -> str:
+        n = tau if stage == 1 else T
+        lat = r["t"] if stage == 1 else tau + r["t"]
+        note = "no mask in stage 1" if stage == 1 else (
+            "no stage 1 (tau = 0): plain conversion" if not tau else
+            ("mask: KEEP" if trace["kept"] else "mask: SILENCED (spikes are not sent)"))
+        if r["spike"]:
+            fire = f"SPIKE: sends theta = {th:.6g} to the next layer"
+        elif r["fired"]:
+            fire = "fires, but the mask SILENCES it: sends 0"
+        else:
+            fire = "no spike (u < theta)"
+        word = "spike" if r["count"] == 1 else "spikes"
+        line = lambda what, formula, value: f"  {what:<16} {formula:<22} {value}"
+        return "\n".join([
+            f"stage {stage}, step t = {r['t']} of {n}  (latency {lat}; {note})",
+            line("input current", "x(t)", f"= {r['input']:+.6g}"),
+            line("membrane before", "v(t-1)", f"= {r['v_before']:+.6g}"),
+            line("integrate", "u = v(t-1) + x(t)", f"= {r['u']:+.6g}   u/theta {membrane_bar(r['u'], th)}"),
+            line("fire?", f"u >= theta = {th:.6g}", f"-> {fire}"),
+            line("membrane after", "v(t) = u - theta*s(t)", f"= {r['v_after']:+.6g}"
+                 + ("   (reset by subtraction)" if r["fired"] else "")),
+            line("running rate", f"phi(t) = theta*{r['count']}/{r['t']}",
+                 f"= {r['phi']:.6g}   ({r['count']} {word} so far)   |   ANN (QCFS) a = {a:.6g}"),
+        ])
+
+    for r in trace["stage1"]:
+        frames.append({"kind": "step", "stage": 1, "t": r["t"], "latency": r["t"], "text": step_text(r, 1)})
+    if tau:
+        v = trace["v_tau"]
+        sign = ("negative: Theorem 1 (with L = T) reads it as a neuron that fired at least as much as its "
+                "ANN value, more when a > 0 (Cases 1 and 2)" if v < 0 else
+                "not negative: by Theorem 1 no sign that the neuron fired more than its ANN value")
+        c1 = trace["stage1"][-1]["count"]
+        frames.append({"kind": "mask", "stage": None, "t": tau, "latency": tau, "text": "\n".join([
+            f"end of stage 1 (t = tau = {tau}): residual membrane v(tau) = {v:+.6g}",
+            f"  v(tau) is {sign}",
+            f"  SRP mask: keep iff v(tau) > eps*theta = {eps:g}*{th:.6g} = {eps * th:.6g}  ->  "
+            + ("KEEP: its stage-2 spikes are sent" if trace["kept"] else
+               "SILENCE: its stage-2 spikes are dropped"),
+            f"  stage-1 output ({c1} spike{'s' if c1 != 1 else ''}, phi(tau) = "
+            f"{trace['stage1'][-1]['phi']:.6g}, ANN a = {a:.6g}) is discarded",
+            f"  every membrane of the network is reset to theta/2 = {th / 2:.6g}; stage 2 starts",
+        ])})
+    for r in trace["stage2"]:
+        frames.append({"kind": "step", "stage": 2, "t": r["t"], "latency": tau + r["t"], "text": step_text(r, 2)})
+    err = trace["phi"] - a
+    frames.append({"kind": "end", "stage": None, "t": None, "latency": tau + T, "text": "\n".join([
+        f"end of stage 2 (T = {T} steps, latency tau+T = {tau + T})",
+        f"  SNN: {trace['spikes']} spike{'s' if trace['spikes'] != 1 else ''} sent, phi(T) = theta*"
+        f"{trace['spikes']}/{T} = {trace['phi']:.6g}",
+        f"  ANN: y = {trace['y_ann']:.6g}, a = QCFS(y) = {a:.6g}   (Eq. 7, L = {trace['L']})",
+        f"  error phi(T) - a = {err:+.6g}   ->  Error II: {CASE_TEXT[trace['case_error_II']]}",
+        f"  with the SNN's own mean input ybar = {trace['ybar']:.6g}: QCFS(ybar) = {trace['a_error_I']:.6g}"
+        f"  ->  Error I: {CASE_TEXT[trace['case_error_I']]}",
+    ])})
+    return frames
 
 
 # ----------------------------------------------------------------------------- Theorem 1
