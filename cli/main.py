@@ -87,6 +87,8 @@ def _register():
     cli.add_command(train_cmd, "train")
     cli.add_command(export_cmd, "export")
     register_analysis(cli)
+    from .verify_cmd import verify_cmd
+    cli.add_command(verify_cmd, "verify")
 
 
 _register()
