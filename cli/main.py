@@ -113,6 +113,8 @@ def _register():
     register_analysis(cli)
     from .nir_cmds import nir_group          # NIR export/import (extra [nir]; nir imported lazily)
     cli.add_command(nir_group, "nir")
+    from .verify_cmd import verify_cmd
+    cli.add_command(verify_cmd, "verify")
 
 
 _register()

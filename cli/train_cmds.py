@@ -48,8 +48,13 @@ def _run(fn):
               help="data folder (Fashion-MNIST default: /usr/share/datasets/fashion-mnist)")
 @click.option("--download", is_flag=True,
               help="CIFAR only: fetch the data into --data-dir with torchvision (needs torchvision + internet)")
-@click.option("--L", "L", type=click.IntRange(1, 1024), default=4, show_default=True,
-              help="QCFS quantization steps")
+@click.option("--L", "L", type=click.IntRange(1, 1024), default=None,
+              help="QCFS quantization steps [default: 4; for --activation tcl/relu the file records 256, "
+                   "which only srp-np's ANN pass and Theorem 1 use]")
+@click.option("--activation", type=click.Choice(["qcfs", "tcl", "relu"]), default="qcfs", show_default=True,
+              help="source activation: qcfs (Eq. 7), tcl (trainable clipping, Ho & Chang 2021) or relu "
+                   "(OPI-style: plain ReLU, thresholds set after training to the 99.9th percentile of each "
+                   "layer's positive activations); every one converts to IF neurons with v(0) = θ/2")
 @click.option("--epochs", type=click.IntRange(1), default=None,
               help="epochs [default: 300 for CIFAR, 30 for Fashion-MNIST]")
 @click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
@@ -76,9 +81,9 @@ def _run(fn):
               help="data-loader processes that augment the batches (0: in the main process)")
 @click.option("--autoaugment", is_flag=True,
               help="the authors' CIFAR-10 AutoAugment policy between the flip and Cutout (no torchvision)")
-def train_cmd(arch, dataset, data_dir, download, L, epochs, batch_size, lr, weight_decay, width, dropout, seed,
-              threads, limit_batches, out, checkpoint, resume, no_progress, device, amp, workers, autoaugment):
-    """Train a QCFS ANN (SGD momentum 0.9, cosine schedule) and export it to OUT."""
+def train_cmd(arch, dataset, data_dir, download, L, activation, epochs, batch_size, lr, weight_decay, width, dropout,
+              seed, threads, limit_batches, out, checkpoint, resume, no_progress, device, amp, workers, autoaugment):
+    """Train a source ANN (SGD momentum 0.9, cosine schedule) and export it to OUT."""
     _require_torch()
     from srp_np.train.train import train
 
@@ -89,7 +94,8 @@ def train_cmd(arch, dataset, data_dir, download, L, epochs, batch_size, lr, weig
                        batch_size=batch_size, lr=lr, weight_decay=weight_decay, width=width, seed=seed,
                        threads=threads, limit_batches=limit_batches, checkpoint=checkpoint,
                        resume=resume, dropout=dropout, progress=not no_progress, download=download,
-                       device=device, amp=amp, workers=workers, autoaugment=autoaugment))
+                       device=device, amp=amp, workers=workers, autoaugment=autoaugment,
+                       activation=activation))
 
 
 def _floats(ctx, param, value):

@@ -1,6 +1,7 @@
 """PyTorch side of srp-np (installed as ``srp_np.train``; needs the ``[train]`` extra).
 
 * :mod:`.qcfs`    -- the QCFS activation (Eq. 7) with trainable threshold ``up``.
+* :mod:`.activations` -- other sources for SRP (Fig. 7): TCL (trainable clip), OPI-style ReLU.
 * :mod:`.models`  -- VGG-16 (CIFAR variant), ResNet-18/20/34 with QCFS.
 * :mod:`.augment` -- random crop with padding, horizontal flip, Cutout (no torchvision).
 * :mod:`.train`   -- ``srp-np train``: SGD + cosine schedule, resumable checkpoints.

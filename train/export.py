@@ -431,9 +431,13 @@ def export_checkpoint(path, arch: str, out, dataset: Optional[str] = None, num_c
         input_size = 32 * r if r * r * c_last == g_fc1 else None
     if input_size is None:
         input_size = _default_input_size(arch, dataset)
+    activation = config.get("activation", "qcfs")
+    if activation == "relu" and not config.get("calibrated"):
+        raise SrpError(f"{path}: a ReLU-source checkpoint saved before its thresholds were calibrated; "
+                       "finish its training (srp-np train ... --resume), which calibrates and exports")
     try:
         model = build_model(arch, in_channels=in_channels, num_classes=num_classes, L=L or 4, width=width,
-                            input_size=input_size)
+                            input_size=input_size, activation=activation)
     except ValueError as e:
         raise SrpError(str(e)) from None
     load_state_dict_into(model, arch, sd, path)
@@ -457,5 +461,6 @@ def export_checkpoint(path, arch: str, out, dataset: Optional[str] = None, num_c
         extra["epochs"] = int(history[-1]["epoch"])
     if config:
         extra["train"] = config
+        extra["source_activation"] = activation
     return export_model(model, out, arch=arch, dataset=dataset, L=L, width=width, ann_accuracy=acc,
                         input_size=input_size, extra=extra, mean=mean, std=std)

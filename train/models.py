@@ -13,6 +13,7 @@ from typing import List
 import torch
 from torch import nn
 
+from .activations import make_activation
 from .qcfs import QCFS
 
 ARCHS = ("vgg16", "resnet18", "resnet20", "resnet34")
@@ -26,11 +27,11 @@ def _scaled(c: int, width: float) -> int:
 
 
 class ConvBNAct(nn.Module):
-    def __init__(self, cin, cout, L, stride=1, bias=True):
+    def __init__(self, cin, cout, L, stride=1, bias=True, act=QCFS):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=bias)
         self.bn = nn.BatchNorm2d(cout)
-        self.act = QCFS(L)
+        self.act = act(L)
 
     def forward(self, x):
         return self.act(self.bn(self.conv(x)))
@@ -46,8 +47,11 @@ class VGG16(nn.Module):
 
     arch = "vgg16"
 
-    def __init__(self, in_channels=3, num_classes=10, L=4, width=1.0, dropout=0.0, input_size=32):
+    def __init__(self, in_channels=3, num_classes=10, L=4, width=1.0, dropout=0.0, input_size=32,
+                 activation="qcfs"):
         super().__init__()
+        act = make_activation(activation)
+        self.activation = activation
         self.width = float(width)
         self.L = int(L)
         self.stage_ends = []
@@ -56,7 +60,7 @@ class VGG16(nn.Module):
         for stage in VGG16_CFG:
             for c in stage:
                 cout = _scaled(c, width)
-                layers.append(ConvBNAct(cin, cout, L))
+                layers.append(ConvBNAct(cin, cout, L, act=act))
                 cin = cout
             self.stage_ends.append(len(layers) - 1)
         self.features = nn.ModuleList(layers)
@@ -66,9 +70,9 @@ class VGG16(nn.Module):
         spatial = (input_size // 32) ** 2
         hidden = _scaled(4096, width)
         self.fc1 = nn.Linear(cin * spatial, hidden)
-        self.act_fc1 = QCFS(L)
+        self.act_fc1 = act(L)
         self.fc2 = nn.Linear(hidden, hidden)
-        self.act_fc2 = QCFS(L)
+        self.act_fc2 = act(L)
         self.fc3 = nn.Linear(hidden, num_classes)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         _init(self)
@@ -85,11 +89,11 @@ class VGG16(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride, L):
+    def __init__(self, cin, cout, stride, L, act=QCFS):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
-        self.act1 = QCFS(L)
+        self.act1 = act(L)
         self.conv2 = nn.Conv2d(cout, cout, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.has_shortcut = stride != 1 or cin != cout
@@ -97,7 +101,7 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential()
             self.shortcut.add_module("conv", nn.Conv2d(cin, cout, 1, stride=stride, bias=False))
             self.shortcut.add_module("bn", nn.BatchNorm2d(cout))
-        self.act2 = QCFS(L)
+        self.act2 = act(L)
 
     def forward(self, x):
         out = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
@@ -111,22 +115,24 @@ class ResNet(nn.Module):
     global average pool, linear."""
 
     def __init__(self, arch, blocks: List[int], channels: List[int], in_channels=3,
-                 num_classes=10, L=4, width=1.0):
+                 num_classes=10, L=4, width=1.0, activation="qcfs"):
         super().__init__()
+        act = make_activation(activation)
+        self.activation = activation
         self.arch = arch
         self.width = float(width)
         self.L = int(L)
         chans = [_scaled(c, width) for c in channels]
         self.conv1 = nn.Conv2d(in_channels, chans[0], 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(chans[0])
-        self.act1 = QCFS(L)
+        self.act1 = act(L)
         cin = chans[0]
         self.num_stages = len(blocks)
         for s, (n, c) in enumerate(zip(blocks, chans)):
             stride = 1 if s == 0 else 2
             stage = []
             for b in range(n):
-                stage.append(BasicBlock(cin, c, stride if b == 0 else 1, L))
+                stage.append(BasicBlock(cin, c, stride if b == 0 else 1, L, act=act))
                 cin = c
             setattr(self, f"layer{s + 1}", nn.Sequential(*stage))
         self.fc = nn.Linear(cin, num_classes)
@@ -152,17 +158,19 @@ def _init(model):
 
 
 def build_model(arch: str, in_channels: int = 3, num_classes: int = 10, L: int = 4,
-                width: float = 1.0, input_size: int = 32, dropout: float = 0.0) -> nn.Module:
-    """Build one of :data:`ARCHS`."""
+                width: float = 1.0, input_size: int = 32, dropout: float = 0.0,
+                activation: str = "qcfs") -> nn.Module:
+    """Build one of :data:`ARCHS` with source activation ``activation`` (see :mod:`.activations`)."""
     arch = arch.lower().replace("-", "")
+    a = activation
     if arch == "vgg16":
-        return VGG16(in_channels, num_classes, L, width, dropout=dropout, input_size=input_size)
+        return VGG16(in_channels, num_classes, L, width, dropout=dropout, input_size=input_size, activation=a)
     if arch == "resnet18":
-        return ResNet(arch, [2, 2, 2, 2], [64, 128, 256, 512], in_channels, num_classes, L, width)
+        return ResNet(arch, [2, 2, 2, 2], [64, 128, 256, 512], in_channels, num_classes, L, width, activation=a)
     if arch == "resnet34":
-        return ResNet(arch, [3, 4, 6, 3], [64, 128, 256, 512], in_channels, num_classes, L, width)
+        return ResNet(arch, [3, 4, 6, 3], [64, 128, 256, 512], in_channels, num_classes, L, width, activation=a)
     if arch == "resnet20":
-        return ResNet(arch, [3, 3, 3], [16, 32, 64], in_channels, num_classes, L, width)
+        return ResNet(arch, [3, 3, 3], [16, 32, 64], in_channels, num_classes, L, width, activation=a)
     raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
 
 

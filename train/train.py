@@ -18,6 +18,7 @@ from srp_np import datasets as ds
 from srp_np.errors import SrpError
 
 from .augment import augment, cutout, random_crop, random_flip
+from .activations import ACTIVATIONS, RELU_PERCENTILE as RELU_PCT, SOURCE_L, calibrate_thresholds
 from .models import build_model, qcfs_modules
 
 # Default epochs: the paper/QCFS code trains CIFAR for 300 epochs; Fashion-MNIST
@@ -170,14 +171,20 @@ def _lr_at(step, total_steps, base_lr):
     return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
 
 
-def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: int = 4,
+def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: Optional[int] = None,
           epochs: Optional[int] = None, batch_size: int = 128, lr: Optional[float] = None,
           weight_decay: float = 5e-4, width: float = 1.0, seed: int = 0, threads: Optional[int] = None,
           limit_batches: Optional[int] = None, checkpoint: Optional[str] = None, resume: bool = False,
           dropout: float = 0.0, progress: bool = True, log=None,
           download: bool = False, device: Optional[str] = "auto", amp: Optional[bool] = None,
-          workers: int = 0, autoaugment: bool = False, _stop_after: Optional[int] = None):
-    """Train a QCFS network and export it to ``out`` (srp-np/1).  Returns the exported graph.
+          workers: int = 0, autoaugment: bool = False, _stop_after: Optional[int] = None, activation: str = "qcfs",
+          calibration_images: int = 2048):
+    """Train a network and export it to ``out`` (srp-np/1).  Returns the exported graph.
+
+    ``activation`` is the source activation (:mod:`srp_np.train.activations`): ``qcfs`` (Eq. 7,
+    ``L`` steps, default 4), ``tcl`` (trainable clip) or ``relu`` (OPI-style; thresholds set after
+    training to a percentile of the activations on the first ``calibration_images`` training
+    images). For ``tcl``/``relu`` the file records ``L`` = ``SOURCE_L`` (256) unless ``L`` is given.
 
     ``device`` is ``auto`` (CUDA when PyTorch sees one), ``cpu`` or ``cuda[:N]``. ``amp``
     (default: on with CUDA) runs the forward pass under ``torch.autocast`` in float16 with a
@@ -190,6 +197,11 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
     """
     log = log or (lambda s: print(s, flush=True))
     dataset = ds.normalize_name(dataset)
+    activation = (activation or "qcfs").lower()
+    if activation not in ACTIVATIONS:
+        raise SrpError(f"unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
+    if L is None:
+        L = 4 if activation == "qcfs" else SOURCE_L
     if epochs is None:
         epochs = DEFAULT_EPOCHS.get(dataset, 300)
     if lr is None:
@@ -228,7 +240,7 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
     num_classes = ds.NUM_CLASSES[dataset]
     in_ch, size = xtr.shape[1], xtr.shape[-1]
     model = build_model(arch, in_channels=in_ch, num_classes=num_classes, L=L, width=width,
-                        input_size=size, dropout=dropout).to(dev)
+                        input_size=size, dropout=dropout, activation=activation).to(dev)
     norm = Normalizer(mean, std)
     norm.mean, norm.std = norm.mean.to(dev), norm.std.to(dev)
     scaler = torch.amp.GradScaler("cuda", enabled=bool(amp))
@@ -239,7 +251,7 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
               "batch_size": int(batch_size), "lr": float(lr), "weight_decay": float(weight_decay),
               "epochs": int(epochs), "seed": int(seed), "dropout": float(dropout),
               "limit_batches": None if limit_batches is None else int(limit_batches),
-              "autoaugment": bool(autoaugment), "workers": int(workers)}
+              "autoaugment": bool(autoaugment), "workers": int(workers), "activation": activation}
     start_epoch, history = 0, []
     if resume and os.path.exists(checkpoint):
         from srp_np.fileio import open_regular
@@ -253,7 +265,8 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
         keys = ("config", "model", "optimizer", "generator", "epoch")
         if not isinstance(ck, dict) or not all(k in ck for k in keys) or not isinstance(ck["config"], dict):
             raise SrpError(f"{checkpoint}: not a checkpoint of srp-np train (needs {', '.join(keys)})")
-        for k in ("arch", "dataset", "L", "width", "batch_size", "seed", "autoaugment"):
+        ck["config"].setdefault("activation", "qcfs")        # checkpoints written before activations existed
+        for k in ("arch", "dataset", "L", "width", "batch_size", "seed", "autoaugment", "activation"):
             if ck["config"].get(k, False if k == "autoaugment" else None) != config[k]:
                 raise SrpError(f"{checkpoint}: checkpoint has {k}={ck['config'].get(k)!r}, "
                                f"this run has {config[k]!r}")
@@ -342,6 +355,16 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
             _save_atomic(state, checkpoint)
         if _stop_after is not None and epoch + 1 >= _stop_after:  # tests: simulate an interruption
             return None
+    if activation == "relu":
+        xc = norm(to_unit(xtr[:max(1, int(calibration_images))]))
+        ths = calibrate_thresholds(model, xc)
+        config["calibrated"] = True
+        log(f"thresholds: {RELU_PCT}th percentile of each ReLU layer's positive activations on "
+            f"{len(xc)} training images: [{' '.join(f'{v:.2f}' for v in ths)}]")
+        if checkpoint:
+            _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                          "generator": gen.get_state(), "epoch": epochs,
+                          "config": config, "history": history}, checkpoint)
     acc, count = evaluate(model, xte, yte, norm, limit_batches=limit_batches)
     log(f"final ANN test accuracy {acc:.4f} on {count} images; "
         f"training wall time {time.time() - t_start:.0f}s")
@@ -350,6 +373,7 @@ def train(arch: str, dataset: str, out: str, data_dir: Optional[str] = None, L: 
     model = model.cpu()
     graph = export_model(model, out, arch=arch, dataset=dataset, L=L, width=width,
                          ann_accuracy=acc, extra={"ann_accuracy_images": int(count),
-                                                  "epochs": int(epochs), "train": config})
+                                                  "epochs": int(epochs), "train": config,
+                                                  "source_activation": activation})
     log(f"wrote {out}")
     return graph
