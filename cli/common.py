@@ -241,6 +241,10 @@ def mask_eps_value(ctx, param, value):
 mask_eps_option = click.option("--mask-eps", type=float, default=1e-3, show_default=True, callback=mask_eps_value,
                                help="SRP keeps a neuron iff v(τ) > ε·θ (authors' code; the paper writes v(τ) ≥ 0); "
                                     "ε in [-1, 1].")
+mask_rule_option = click.option(
+    "--mask-rule", type=click.Choice(["authors", "paper"]), default="authors", show_default=True,
+    help="SRP keep rule: authors = v(τ) > ε·θ (their code, whose figures we match); paper = v(τ) ≥ 0 "
+         "(Algorithm 1 as printed; --mask-eps does not apply).")
 batch_size_option = click.option("--batch-size", "-b", type=int, default=64, show_default=True,
                                  help="Images per simulator call (results do not depend on it).")
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=None,

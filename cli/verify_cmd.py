@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from .common import (announce_compilation, check_range, data_dir_option, data_option, guard_outputs,
-                     load_data_option, load_model_option, mask_eps_option, progress_bar, threads_option,
+                     load_data_option, load_model_option, mask_eps_option, mask_rule_option, progress_bar, threads_option,
                      use_threads_option, weights_option, write_json)
 
 #: Exit status when an exact check fails (2 stays reserved for bad input).
@@ -17,7 +17,8 @@ def _print_certificate(cert, model, origin) -> None:
 
     console = Console()
     console.print(f"[bold]{model.graph.get('arch', 'model')}[/bold] ({cert.model or 'model'}): {cert.n_images} "
-                  f"images ({origin}); τ = {cert.tau}, T = {cert.T}, L = {cert.L}, ε = {cert.mask_eps:g}",
+                  f"images ({origin}); τ = {cert.tau}, T = {cert.T}, L = {cert.L}, "
+                  + (f"mask v(τ) > ε·θ, ε = {cert.mask_eps:g}" if cert.mask_rule == "authors" else "mask v(τ) ≥ 0"),
                   soft_wrap=True)
     table = Table()
     table.add_column("check")
@@ -52,13 +53,14 @@ def _print_certificate(cert, model, origin) -> None:
 @click.option("--tau", type=int, default=4, show_default=True, help="Stage-1 steps (SRP); 0 = plain conversion.")
 @click.option("--T", "T", type=int, default=8, show_default=True, help="Stage-2 steps.")
 @mask_eps_option
+@mask_rule_option
 @click.option("--batch-size", "-b", type=int, default=8, show_default=True,
               help="Images verified at once (memory; results do not depend on it).")
 @threads_option
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write the certificate (every figure, per layer) to this JSON file.")
 @click.option("--quiet", "-q", is_flag=True, help="No table (use with --json; the exit status still tells).")
-def verify_cmd(weights, data, data_dir, images, tau, T, mask_eps, batch_size, threads, json_out, quiet):
+def verify_cmd(weights, data, data_dir, images, tau, T, mask_eps, mask_rule, batch_size, threads, json_out, quiet):
     """Certify the simulation of a model on its images (exit 3 if an exact check fails).
 
     \b
@@ -93,7 +95,8 @@ def verify_cmd(weights, data, data_dir, images, tau, T, mask_eps, batch_size, th
         x = prepare_inputs(model, x_raw)
         announce_compilation(None)
         with progress_bar(len(x), f"verifying τ={tau} T={T}") as bar:
-            cert = certify(model, x, tau, T, mask_eps=mask_eps, y=y, chunk=batch_size, progress=bar.update)
+            cert = certify(model, x, tau, T, mask_eps=mask_eps, y=y, chunk=batch_size, progress=bar.update,
+                           mask_rule=mask_rule)
     if not quiet:
         _print_certificate(cert, model, origin)
     if json_out:

@@ -142,9 +142,11 @@ def srp_keep_mask(v_tau, theta, eps=DEFAULT_MASK_EPS, rule=DEFAULT_MASK_RULE):
 
     ``rule="authors"`` (their code, the default) returns ``v(τ) > ε·θ`` with ε = 1e-3 by
     default; ``rule="paper"`` returns ``v(τ) ≥ 0`` (Algorithm 1 as printed; ε is ignored).
-    A silenced neuron's stage-2 spikes are dropped. For a neuron whose ANN activation
-    a is positive, Theorem 1 says a negative residual means it fired more than a
-    (Case 1 or 2 of the unevenness error); for a = 0 it gives only φ ≥ a.
+    A silenced neuron's stage-2 spikes are dropped. Theorem 1 (T = L, the ANN fed the SNN's
+    own rates): where a > 0, v(T) < 0 exactly when the neuron fired more than the ANN
+    (Case 2); where a = 0, every neuron that fired (Case 1) ends with v(T) < 0, but v(T) < 0
+    does not imply it fired: most such neurons are silent like the ANN, and silencing them
+    keeps their output at a = 0.
     """
     v_tau = np.asarray(v_tau)
     thr = keep_threshold(theta, eps, rule, v_tau.dtype)

@@ -40,7 +40,7 @@ import numpy as np
 
 from .analytic import if_spike_count, qcfs
 from .errors import SrpError
-from .neuron import DEFAULT_MASK_EPS, check_mask_eps
+from .neuron import DEFAULT_MASK_EPS, DEFAULT_MASK_RULE, check_mask_eps, check_mask_rule
 from .ops import apply_linear_node
 from .reference import simulate_dense
 from .simulator import Simulator
@@ -154,7 +154,8 @@ def _near_integer(z, scale) -> np.ndarray:
     return np.abs(z - np.round(z)) <= RTOL * scale
 
 
-def eq8_tally(model, x, sim, tau: int, T: int, mask_eps: float = DEFAULT_MASK_EPS) -> dict:
+def eq8_tally(model, x, sim, tau: int, T: int, mask_eps: float = DEFAULT_MASK_EPS,
+              mask_rule: str = DEFAULT_MASK_RULE) -> dict:
     """Check the first IF layer's spike counts against Eq. 8 for its constant input.
 
     With a constant input y and v(0) = θ/2 an IF neuron (reset by subtraction) emits
@@ -196,9 +197,12 @@ def eq8_tally(model, x, sim, tau: int, T: int, mask_eps: float = DEFAULT_MASK_EP
         tie |= tie1
         out["differing_stage1"] = int(np.count_nonzero((rec["spikes_stage1"] != n1) & ~tie1))
         v_tau = th / 2 + tau * y - th * n1
-        v_tie = np.abs(v_tau - mask_eps * th) <= RTOL * th * scale
+        # the keep rule written out: authors v(τ) > ε·θ, paper v(τ) ≥ 0 (Algorithm 1)
+        thr = mask_eps * th if mask_rule == "authors" else 0.0
+        keep = v_tau > thr if mask_rule == "authors" else v_tau >= 0.0
+        v_tie = np.abs(v_tau - thr) <= RTOL * th * scale
         tie |= v_tie
-        out["differing_mask"] = int(np.count_nonzero((mask != (v_tau > mask_eps * th)) & ~tie))
+        out["differing_mask"] = int(np.count_nonzero((mask != keep) & ~tie))
         dv = np.where(tie1, 0.0, rec["v_tau"] - v_tau)
         out["differing_v_tau"] = int(np.count_nonzero(~(np.abs(dv) <= RTOL * th * scale)))
         out["max_v_tau_residual"] = _absmax(dv)
@@ -399,6 +403,7 @@ class Certificate:
     L: int
     mask_eps: float
     checks: dict = field(default_factory=dict)
+    mask_rule: str = DEFAULT_MASK_RULE
     snn_accuracy: float | None = None
     seconds: float = 0.0
 
@@ -409,7 +414,8 @@ class Certificate:
 
     def to_dict(self) -> dict:
         return {"format": "srp-np-verify/1", "model": self.model, "images": self.n_images, "tau": self.tau,
-                "T": self.T, "L": self.L, "mask_eps": self.mask_eps, "passed": self.passed,
+                "T": self.T, "L": self.L, "mask_eps": self.mask_eps, "mask_rule": self.mask_rule,
+                "passed": self.passed,
                 "snn_accuracy_float64": self.snn_accuracy, "seconds": self.seconds,
                 "checks": {k: c.to_dict() for k, c in self.checks.items()}}
 
@@ -423,7 +429,7 @@ def verify_memory_needed(model, n: int, tau: int, T: int) -> int:
 
 
 def certify(model, x, tau: int = 4, T: int = 8, mask_eps: float = DEFAULT_MASK_EPS, y=None, chunk: int = 8,
-            progress=None) -> Certificate:
+            progress=None, mask_rule: str = DEFAULT_MASK_RULE) -> Certificate:
     """Run the five checks on normalised images ``x`` (N×C×H×W, see :func:`srp_np.evaluate.prepare_inputs`).
 
     The images are processed ``chunk`` at a time; per chunk: the Simulator in float64 with records
@@ -448,6 +454,8 @@ def certify(model, x, tau: int = 4, T: int = 8, mask_eps: float = DEFAULT_MASK_E
     if T < 1:
         raise SrpError(f"T must be >= 1, got {T}")
     check_mask_eps(mask_eps)
+    check_mask_rule(mask_rule)
+    kw = dict(mask_eps=mask_eps, mask_rule=mask_rule)
     if not model.qcfs_nodes:
         raise SrpError("the model has no IF (qcfs) layer: there is nothing to verify")
     x = np.asarray(x)
@@ -465,8 +473,8 @@ def certify(model, x, tau: int = 4, T: int = 8, mask_eps: float = DEFAULT_MASK_E
     correct = 0
     for s in range(0, x.shape[0], chunk):
         xb = x[s:s + chunk].astype(np.float64)
-        run = sim64.run(xb, tau, T, mask_eps=mask_eps, record=True)
-        ref = simulate_dense(model, xb, tau, T, mask_eps=mask_eps)
+        run = sim64.run(xb, tau, T, record=True, **kw)
+        ref = simulate_dense(model, xb, tau, T, **kw)
         if (tau, T) == (0, L):
             run0, ref0 = run, ref
         else:
@@ -477,9 +485,9 @@ def certify(model, x, tau: int = 4, T: int = 8, mask_eps: float = DEFAULT_MASK_E
             spikes0 = spike_tally(model, run0, ref0)
             spikes = merge_tallies(spikes, {f"{k} (τ=0, T=L)" if not k.startswith("_") else "_outputs_plain": v
                                             for k, v in spikes0.items()})
-        new = {"spikes": spikes, "eq8": eq8_tally(model, xb, run, tau, T, mask_eps),
+        new = {"spikes": spikes, "eq8": eq8_tally(model, xb, run, tau, T, mask_eps, mask_rule),
                "charge": charge_tally(model, run, ref, T), "theorem1": theorem1_tally(model, run0, ref0),
-               "float32": precision_tally(sim32.run(x[s:s + chunk], tau, T, mask_eps=mask_eps), run)}
+               "float32": precision_tally(sim32.run(x[s:s + chunk], tau, T, **kw), run)}
         if run0 is not run:
             # charge balance also on the plain run, where no neuron is masked
             new["charge"] = merge_tallies(new["charge"], {f"{k} (τ=0, T=L)": v
@@ -492,7 +500,7 @@ def certify(model, x, tau: int = 4, T: int = 8, mask_eps: float = DEFAULT_MASK_E
         if progress is not None:
             progress(xb.shape[0])
     cert = Certificate(model=str(getattr(model, "path", "") or ""), n_images=int(x.shape[0]), tau=tau, T=T, L=L,
-                       mask_eps=float(mask_eps), checks={k: judge(k, tallies[k]) for k in CHECKS},
+                       mask_eps=float(mask_eps), mask_rule=mask_rule, checks={k: judge(k, tallies[k]) for k in CHECKS},
                        snn_accuracy=None if y is None else correct / x.shape[0])
     cert.seconds = time.perf_counter() - t0
     return cert

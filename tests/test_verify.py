@@ -51,6 +51,27 @@ def test_certificate_passes_on_random_models(kind, tau, T):
     assert d["passed"] is True and set(d["checks"]) == set(V.CHECKS)
 
 
+@pytest.mark.parametrize("kind", ["vgg", "resnet"])
+def test_certificate_passes_with_the_papers_mask_rule(kind):
+    model = small_model(kind)
+    cert = V.certify(model, small_x(), 2, 4, chunk=3, mask_rule="paper")
+    assert cert.passed, {k: c.figure for k, c in cert.checks.items()}
+    assert cert.to_dict()["mask_rule"] == "paper"
+    assert V._sum(cert.checks["charge"].tally, "masked") > 0
+
+
+def test_eq8_mask_check_follows_the_rule(monkeypatch):
+    """The first layer's mask, computed here from Eq. 8's v(τ), is judged by the rule in force: the
+    authors' rule applied to a paper-rule run differs wherever 0 ≤ v(τ) ≤ ε·θ (here ε = 0.5)."""
+    model = small_model("vgg")
+    x = small_x()
+    sim = Simulator(model, np.float64).run(x, 3, 2, record=True, mask_eps=0.5, mask_rule="paper")
+    ok = V.eq8_tally(model, x, sim, 3, 2, 0.5, "paper")
+    bad = V.eq8_tally(model, x, sim, 3, 2, 0.5, "authors")
+    first = next(iter(ok))
+    assert ok[first]["differing_mask"] == 0 and bad[first]["differing_mask"] > 0
+
+
 @pytest.mark.parametrize("weights,tau,T", [("vgg16_fmnist.npz", 4, 4), ("resnet20_fmnist.npz", 4, 8)])
 def test_certificate_passes_on_shipped_models(weights, tau, T):
     from srp_np.datasets import load_shipped_test_set
