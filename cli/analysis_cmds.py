@@ -319,16 +319,25 @@ def fig1_cmd(v0, plot, json_out):
     _write_outputs(res, json_out, plot, "plot_fig1")
 
 
+def _one_neuron_options(T_default: int):
+    """The options of a command that follows one neuron of a real model (explain neuron, step)."""
+    def deco(f):
+        for opt in reversed([
+                weights_option, data_option, data_dir_option,
+                click.option("--layer", required=True, help="IF (qcfs) node name, e.g. from `srp-np analyze`."),
+                click.option("--index", required=True, help="Neuron index in the layer: c,y,x (conv) or i (flat)."),
+                click.option("--image", type=int, default=0, show_default=True, help="Image number in the data set."),
+                click.option("--tau", type=int, default=4, show_default=True,
+                             help="Stage-1 steps (0 = plain conversion)."),
+                click.option("--T", "T", type=int, default=T_default, show_default=True, help="Stage-2 steps."),
+                mask_eps_option]):
+            f = opt(f)
+        return f
+    return deco
+
+
 @explain_group.command("neuron")
-@weights_option
-@data_option
-@data_dir_option
-@click.option("--layer", required=True, help="IF (qcfs) node name, e.g. from `srp-np analyze`.")
-@click.option("--index", required=True, help="Neuron index in the layer: c,y,x (conv) or i (flat).")
-@click.option("--image", type=int, default=0, show_default=True, help="Image number in the data set.")
-@click.option("--tau", type=int, default=4, show_default=True, help="Stage-1 steps (0 = plain conversion).")
-@click.option("--T", "T", type=int, default=8, show_default=True, help="Stage-2 steps.")
-@mask_eps_option
+@_one_neuron_options(8)
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the trace picture (PNG) here.")
 @json_option
 def neuron_cmd(weights, data, data_dir, layer, index, image, tau, T, mask_eps, plot, json_out):
@@ -405,15 +414,7 @@ def _pause(k: int, n: int) -> str:
 
 
 @explain_group.command("step")
-@weights_option
-@data_option
-@data_dir_option
-@click.option("--layer", required=True, help="IF (qcfs) node name, e.g. from `srp-np analyze`.")
-@click.option("--index", required=True, help="Neuron index in the layer: c,y,x (conv) or i (flat).")
-@click.option("--image", type=int, default=0, show_default=True, help="Image number in the data set.")
-@click.option("--tau", type=int, default=4, show_default=True, help="Stage-1 steps (0 = plain conversion).")
-@click.option("--T", "T", type=int, default=4, show_default=True, help="Stage-2 steps.")
-@mask_eps_option
+@_one_neuron_options(4)
 @click.option("--no-pause", is_flag=True, help="Print every step at once (for scripts; also the behaviour when "
                                               "standard input or output is not a terminal).")
 def step_cmd(weights, data, data_dir, layer, index, image, tau, T, mask_eps, no_pause):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from .common import check_outputs, mask_eps_option
+from .common import check_outputs, mask_eps_option, mask_rule_option
 from .train_cmds import _floats
 
 
@@ -23,7 +23,8 @@ def nir_group():
 @click.option("--tau", type=click.IntRange(min=0), default=4, show_default=True,
               help="SRP stage-1 length recorded in the graph metadata")
 @mask_eps_option
-def nir_export_cmd(model_file, out, tau, mask_eps):
+@mask_rule_option
+def nir_export_cmd(model_file, out, tau, mask_eps, mask_rule):
     """Write MODEL_FILE (srp-np/1 .npz) as a NIR graph OUT (HDF5).
 
     IF nodes get r=1, v_threshold=θ, v_reset=0; the spike value θ and the average pools' 1/k² are
@@ -35,7 +36,7 @@ def nir_export_cmd(model_file, out, tau, mask_eps):
 
     check_outputs({"OUT": out}, {"MODEL_FILE": model_file})
     model = load_model(model_file)
-    g = write_nir(model, out, tau=tau, mask_eps=mask_eps)
+    g = write_nir(model, out, tau=tau, mask_eps=mask_eps, mask_rule=mask_rule)
     n_if = sum(1 for n in model.nodes if n["op"] == "qcfs")
     click.echo(f"wrote {out} ({len(g.nodes)} NIR nodes, {len(g.edges)} edges, {n_if} IF layers)")
 

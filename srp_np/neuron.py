@@ -75,6 +75,21 @@ def check_mask_rule(rule) -> int:
     return MASK_RULES.index(rule)
 
 
+def check_schedule(tau, T, eps=DEFAULT_MASK_EPS, rule=DEFAULT_MASK_RULE) -> tuple:
+    """Check an SRP schedule (τ ≥ 0 stage-1 steps, T ≥ 1 reported steps, the keep-mask's ε and
+    rule); returns ``(int(τ), int(T))``. :class:`~srp_np.errors.SrpError` on the first problem."""
+    from .errors import SrpError
+
+    tau, T = int(tau), int(T)
+    if tau < 0:
+        raise SrpError(f"`tau` must be >= 0, got {tau}")
+    if T < 1:
+        raise SrpError(f"`T` must be >= 1, got {T}")
+    check_mask_eps(eps)
+    check_mask_rule(rule)
+    return tau, T
+
+
 def keep_threshold(theta, eps=DEFAULT_MASK_EPS, rule=DEFAULT_MASK_RULE, dtype=np.float64):
     """The threshold the keep comparison uses: ε·θ for ``authors``, 0 for ``paper``."""
     dt = np.dtype(dtype).type

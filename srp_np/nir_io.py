@@ -83,6 +83,8 @@ READOUT_TEXT = ("the output node's values averaged over the T stage-2 steps; the
 MASK_RULE_TEXT = ("SRP (Algorithm 1): run tau steps from v = theta/2, keep a neuron iff v(tau) > mask_eps*theta, "
                   "reset every membrane to theta/2, run T steps with every IF output multiplied by its mask; "
                   "tau = 0 is plain conversion")
+#: The keep test of each mask rule, as MASK_RULE_TEXT states it (srp_np.neuron.MASK_CMP).
+KEEP_TEXT = {"authors": "v(tau) > mask_eps*theta", "paper": "v(tau) >= 0"}
 ASSUMED_TEXT = ("assumed for a foreign NIR graph: IF with reset by subtraction, v(0) = theta/2, firing at v >= theta "
                 "(NIR writes v > theta and a reset to v_reset = 0), dv = r*x per step, no delay on edges, analog "
                 "input at every step, readout = mean of the output over the steps")
@@ -98,7 +100,7 @@ def _nir():
 
 # ----------------------------------------------------------------------------- export
 
-def to_nir(model, tau: int = 4, mask_eps: float = 1e-3):
+def to_nir(model, tau: int = 4, mask_eps: float = 1e-3, mask_rule: str = "authors"):
     """The NIR graph of an srp-np model (see the module docstring for the mapping).
 
     Parameters
@@ -113,11 +115,10 @@ def to_nir(model, tau: int = 4, mask_eps: float = 1e-3):
     -------
     nir.NIRGraph
     """
+    from .neuron import check_schedule
+
     nir = _nir()
-    if int(tau) < 0:
-        raise SrpError(f"tau must be >= 0, got {tau}")
-    if not (math.isfinite(mask_eps) and -1 <= mask_eps <= 1):
-        raise SrpError(f"mask_eps must be a finite number in [-1, 1], got {mask_eps}")
+    check_schedule(tau, 1, mask_eps, mask_rule)
     nodes: Dict[str, object] = {}
     edges: List[tuple] = []
     used = {n["name"] for n in model.nodes} | {"input"}
@@ -225,7 +226,8 @@ def to_nir(model, tau: int = 4, mask_eps: float = 1e-3):
     nodes[out_id] = nir.Output(output_type={"output": np.array([model.num_classes])})
     connect(at_scale_one(model.output, "to_output"), out_id)
     meta = {"srp_np_format": "srp-np/1", "srp_np_graph": json.dumps(model.graph), "srp_np_tau": int(tau),
-            "srp_np_mask_eps": float(mask_eps), "srp_np_mask_rule": MASK_RULE_TEXT, "srp_np_readout": READOUT_TEXT,
+            "srp_np_mask_eps": float(mask_eps), "srp_np_mask_rule": MASK_RULE_TEXT.replace(KEEP_TEXT["authors"], KEEP_TEXT[mask_rule]),
+            "srp_np_mask_rule_name": mask_rule, "srp_np_readout": READOUT_TEXT,
             "srp_np_neuron": NEURON_TEXT, "srp_np_timing": TIMING_TEXT, "srp_np_output_node": out_id}
     try:
         return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
@@ -243,12 +245,12 @@ def _first(e) -> str:
     return (s[0][:200] if s else type(e).__name__)
 
 
-def write_nir(model, path, tau: int = 4, mask_eps: float = 1e-3):
+def write_nir(model, path, tau: int = 4, mask_eps: float = 1e-3, mask_rule: str = "authors"):
     """:func:`to_nir` written to ``path`` (HDF5, atomically). Returns the graph."""
     from .fileio import atomic_write
 
     nir = _nir()
-    g = to_nir(model, tau=tau, mask_eps=mask_eps)
+    g = to_nir(model, tau=tau, mask_eps=mask_eps, mask_rule=mask_rule)
 
     def w(tmp):
         nir.write(tmp, g)

@@ -50,7 +50,7 @@ from .engine.fold import fold_batchnorm
 from .engine.plan import static_nodes
 from .errors import SrpError
 from .kernels import aligned
-from .neuron import DEFAULT_MASK_EPS, DEFAULT_MASK_RULE, check_mask_eps, check_mask_rule
+from .neuron import DEFAULT_MASK_EPS, DEFAULT_MASK_RULE, check_schedule
 from .result import SimResult
 from .threads import blas_threads
 
@@ -191,13 +191,7 @@ class Simulator:
             ``authors`` (default): keep iff v(τ) > ε·θ (their code); ``paper``: keep iff
             v(τ) ≥ 0 (Algorithm 1 as printed; ε unused). See :func:`srp_np.neuron.srp_keep_mask`.
         """
-        tau, T = int(tau), int(T)
-        if tau < 0:
-            raise SrpError(f"tau must be >= 0, got {tau}")
-        if T < 1:
-            raise SrpError(f"T must be >= 1, got {T}")
-        check_mask_eps(mask_eps)
-        check_mask_rule(mask_rule)
+        tau, T = check_schedule(tau, T, mask_eps, mask_rule)
         x = np.asarray(x)
         if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.model.input_shape):
             raise SrpError(f"input shape {list(x.shape[1:])} does not match the model's "

@@ -40,7 +40,7 @@ import numpy as np
 
 from .analytic import if_spike_count, qcfs
 from .errors import SrpError
-from .neuron import DEFAULT_MASK_EPS, DEFAULT_MASK_RULE, check_mask_eps, check_mask_rule
+from .neuron import DEFAULT_MASK_EPS, DEFAULT_MASK_RULE, check_schedule
 from .ops import apply_linear_node
 from .reference import simulate_dense
 from .simulator import Simulator
@@ -448,13 +448,7 @@ def certify(model, x, tau: int = 4, T: int = 8, mask_eps: float = DEFAULT_MASK_E
     from .limits import check_memory
 
     t0 = time.perf_counter()
-    tau, T = int(tau), int(T)
-    if tau < 0:
-        raise SrpError(f"tau must be >= 0, got {tau}")
-    if T < 1:
-        raise SrpError(f"T must be >= 1, got {T}")
-    check_mask_eps(mask_eps)
-    check_mask_rule(mask_rule)
+    tau, T = check_schedule(tau, T, mask_eps, mask_rule)
     kw = dict(mask_eps=mask_eps, mask_rule=mask_rule)
     if not model.qcfs_nodes:
         raise SrpError("the model has no IF (qcfs) layer: there is nothing to verify")

@@ -131,7 +131,7 @@ def test_bad_arguments():
     x = np.zeros((1, 3, 12, 12))
     with pytest.raises(SrpError, match="tau"):
         sim.run(x, -1, 4)
-    with pytest.raises(SrpError, match="T must be"):
+    with pytest.raises(SrpError, match="`T` must be"):
         sim.run(x, 0, 0)
     with pytest.raises(SrpError, match="does not match"):
         sim.run(np.zeros((1, 3, 10, 10)), 0, 4)
