@@ -30,10 +30,14 @@ def _flags(group) -> dict:
     return out
 
 
+#: Library parameters whose flag has another name.
+ALIASES = {"n_in": "--inputs", "use_metadata": "--ignore-metadata"}
+
+
 def cli_terms(msg, group=None) -> str:
     """A library message in the CLI's terms: the library names its parameters in backticks
     (`` `tau` ``); here they become the flags that set them (``--tau``), or the bare name."""
-    flags = _flags(group) if group is not None else {}
+    flags = {**_flags(group), **ALIASES} if group is not None else {}
     return _PARAM.sub(lambda m: flags.get(m.group(1), m.group(1)), str(msg))
 
 

@@ -118,17 +118,17 @@ def parse_index(text, shape) -> tuple:
     try:
         idx = tuple(int(v) for v in str(text).replace(" ", "").split(","))
     except ValueError:
-        raise SrpError(f"--index must be comma-separated integers like 0,3,4, got {text!r}") from None
+        raise SrpError(f"`index` must be comma-separated integers like 0,3,4, got {text!r}") from None
     shape = tuple(shape)
     if len(idx) == 1 and len(shape) > 1:
         if not 0 <= idx[0] < int(np.prod(shape)):
-            raise SrpError(f"--index {idx[0]} is outside the layer's {int(np.prod(shape))} neurons")
+            raise SrpError(f"`index` {idx[0]} is outside the layer's {int(np.prod(shape))} neurons")
         return tuple(int(v) for v in np.unravel_index(idx[0], shape))
     if len(idx) != len(shape):
-        raise SrpError(f"--index needs {len(shape)} numbers for a layer of shape {list(shape)}, got {text!r}")
+        raise SrpError(f"`index` needs {len(shape)} numbers for a layer of shape {list(shape)}, got {text!r}")
     for i, (v, n) in enumerate(zip(idx, shape)):
         if not 0 <= v < n:
-            raise SrpError(f"--index component {i} = {v} is outside 0..{n - 1} (layer shape {list(shape)})")
+            raise SrpError(f"`index` component {i} = {v} is outside 0..{n - 1} (layer shape {list(shape)})")
     return idx
 
 
@@ -139,7 +139,7 @@ def resolve_neuron(model, layer: str, index) -> tuple:
     if layer not in names:
         near = [n for n in names if str(layer) and (str(layer) in n or n in str(layer))]
         hint = f"; did you mean {', '.join(near[:3])}?" if near else ""
-        raise SrpError(f"--layer {layer!r} is not an IF (qcfs) layer of this model{hint} "
+        raise SrpError(f"`layer` {layer!r} is not an IF (qcfs) layer of this model{hint} "
                        f"(its IF layers: {', '.join(names)})")
     shape = tuple(model.shapes[layer])
     if isinstance(index, str):
@@ -147,7 +147,7 @@ def resolve_neuron(model, layer: str, index) -> tuple:
     try:
         idx = tuple(int(v) for v in index)
     except (TypeError, ValueError):
-        raise SrpError(f"--index must be a tuple of integers, got {index!r}") from None
+        raise SrpError(f"`index` must be a tuple of integers, got {index!r}") from None
     return parse_index(",".join(str(v) for v in idx), shape)
 
 
@@ -191,7 +191,7 @@ def neuron_trace(model, x_image, layer: str, index, tau: int, T: int, mask_eps: 
     check_mask_eps(mask_eps)
     # one record per step (a dict of ~12 numbers, then its line of text or JSON)
     check_memory(TRACE_BYTES_PER_STEP * (tau + T), f"tracing τ+T = {tau}+{T} steps",
-                 "use a smaller τ+T (--tau, --T)")
+                 "use a smaller τ+T (`tau`, `T`)")
     shape = model.shapes[layer]
     x = np.asarray(x_image, dtype=dtype)
     if x.ndim == 3:
@@ -373,7 +373,7 @@ def theorem1_demo(n: int = 2000, T: int = 8, L: int | None = None, n_in: int = 4
         raise SrpError("need n, T, n_in and L >= 1")
     # spikes (n × n_in × T), currents and temporaries, float64
     check_memory(8 * int(n) * int(T) * (int(n_in) + 4), f"{n} examples × {n_in} inputs × T = {T} steps",
-                 "use a smaller --n, --inputs or --T")
+                 "use a smaller `n`, `n_in` or `T`")
     g = np.random.default_rng(rng)
     W = g.normal(0.15, 0.7, size=(n, n_in))
     k = g.integers(0, T + 1, size=(n, n_in))

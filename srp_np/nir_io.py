@@ -409,7 +409,7 @@ def _from_srp_np_metadata(g, gm, L, mean, std):
                     "flatten": nir.Flatten}[op]
             if not isinstance(n, want):
                 raise SrpError(f"the NIR graph does not match its srp-np metadata: node {name!r} should be a "
-                               f"{want.__name__} (import with --ignore-metadata to translate the NIR nodes)")
+                               f"{want.__name__} (to translate the NIR nodes instead, import ignoring the metadata: `use_metadata`)")
         if op in ("conv2d", "linear"):
             m = {k: _py(v) for k, v in _meta(n).items()}
             s = float(m.get("srp_np_input_scale", 1.0))
