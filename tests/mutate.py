@@ -58,6 +58,11 @@ MUTATIONS = [
     ("latency", "srp_np/engine/execute.py", "[:, tau:, :]", "[:, tau + 1:, :]", 0),
     ("averaging", "srp_np/engine/execute.py", "res.outputs[t] = acc / (t + 1)", "res.outputs[t] = acc / (t + 2)", 0),
     ("averaging-ref", "srp_np/reference.py", "res.outputs[t] = acc / (t + 1)", "res.outputs[t] = acc / (t + 2)", 0),
+    # the cases of the unevenness error at exact ties (analysis)
+    ("case-zero", "srp_np/analysis.py", "zero = a <= tol", "zero = a < tol", 0),
+    ("case-full", "srp_np/analysis.py", "full = a >= float(lam) - tol", "full = a > float(lam) - tol", 0),
+    ("case-more", "srp_np/analysis.py", "more = phi > a + tol", "more = phi >= a + tol", 0),
+    ("case-less", "srp_np/analysis.py", "less = phi < a - tol", "less = phi <= a - tol", 0),
 ]
 
 

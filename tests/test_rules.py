@@ -133,3 +133,15 @@ def test_unknown_mask_rule_is_refused():
     model, x = dyadic_graph(0, 16)
     with pytest.raises(SrpError, match="mask rule"):
         Simulator(model).run(x[:1], 1, 1, mask_rule="strict")
+
+
+def test_case_classification_at_exact_ties():
+    """The four cases of the unevenness error (Fig. 1) at exact equalities, with no tolerance:
+    a = 0 is 'zero' (≤), a = λ is 'full' (≥), φ = a is neither more nor less (strict)."""
+    from srp_np.analysis import CASES, classify
+
+    lam = 0.5
+    a = np.array([0.0, 0.0, lam, lam, 0.25, 0.25, 0.25])
+    phi = np.array([0.0, 0.0625, lam, 0.25, 0.25, 0.375, 0.125])
+    got = [CASES[c] for c in classify(a, phi, lam, rtol=0.0)]
+    assert got == ["none", "case1", "none", "case4", "none", "case2", "case3"]
