@@ -9,6 +9,7 @@ import click
 import numpy as np
 
 from srp_np.errors import SrpError
+from srp_np.tables import text_table
 
 from .common import (announce_compilation, check_range, data_dir_option, data_option, dtype_option, finite_float,
                      guard_outputs, json_text, limit_option, load_data_option, load_model_option, mask_eps_option,
@@ -117,9 +118,7 @@ def format_analysis(res: dict) -> str:
                                                                                       "case4")]
             cells.append(f"{100 * error_total(b):5.1f} → {100 * error_total(s):5.1f}")
             rows.append(cells)
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-        fmt = lambda c: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths)))
-        lines += [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows] + [""]
+        lines += text_table(head, rows) + [""]
     if "accuracy" in res:
         acc = res["accuracy"]
         lines.append(f"accuracy after T={res['T']}: baseline {100 * acc['baseline']:.2f}%, "
@@ -194,7 +193,7 @@ def format_report(rep: dict) -> str:
     rows.append(["total", f"{t['neurons']:,}", f"{t['spikes']:,.1f}", f"{t['firing_rate']:.4f}",
                  f"{t['spikes_stage1']:,.1f}", "-" if t["firing_rate_stage1"] is None
                  else f"{t['firing_rate_stage1']:.4f}"])
-    lines += _table(head, rows) + [""]
+    lines += text_table(head, rows) + [""]
     head = ["synaptic node", "op", "SOPs st.2", "SOPs st.1", "ANN MACs", "energy SNN (nJ)", "energy ANN (nJ)"]
     rows = []
     for L in rep["synaptic_layers"]:
@@ -205,7 +204,7 @@ def format_report(rep: dict) -> str:
                      f"{1e9 * L['energy_ann_j']:,.2f}"])
     rows.append(["total", "", f"{t['sops']:,.0f}", f"{t['sops_stage1']:,.0f}", f"{t['ann_macs']:,}",
                  f"{1e9 * t['energy_snn_j']:,.2f}", f"{1e9 * t['energy_ann_j']:,.2f}"])
-    lines += _table(head, rows)
+    lines += text_table(head, rows)
     ratio = t["energy_ratio_snn_over_ann"]
     lines += ["", f"ENERGY IS AN ESTIMATE: E_AC = {rep['e_ac_j'] * 1e12:g} pJ per accumulate (SOP), "
                   f"E_MAC = {rep['e_mac_j'] * 1e12:g} pJ per MAC; defaults: 32-bit float add / mult+add, 45 nm "
@@ -213,12 +212,6 @@ def format_report(rep: dict) -> str:
                   f"every one of the τ+T = {rep['analog_mac_steps']} steps.",
               f"SNN/ANN energy ratio: {ratio:.3f}" if ratio is not None else ""]
     return "\n".join(lines)
-
-
-def _table(head, rows) -> list:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    fmt = lambda c: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths)))
-    return [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
 
 
 @click.command("report")

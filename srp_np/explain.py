@@ -23,6 +23,7 @@ from .errors import SrpError
 from .limits import check_memory
 from .neuron import DEFAULT_MASK_EPS, check_mask_eps, if_init, if_step, srp_keep_mask
 from .ops import apply_linear_node
+from .tables import text_table
 
 #: Bytes a neuron trace keeps per step: its record (~1.7 KiB measured) and the JSON or text made from it.
 TRACE_BYTES_PER_STEP = 4096
@@ -106,9 +107,7 @@ def format_steps(steps: list, extra: dict | None = None) -> str:
         cells += [f"{r['input']:+.4g}", f"{r['v_before']:.4g}", f"{r['u']:.4g}", spike,
                   f"{r['v_after']:.4g}", f"{r['phi']:.4g}"]
         rows.append(cells)
-    widths = [max(len(h), *(len(c[i]) for c in rows)) if rows else len(h) for i, h in enumerate(head)]
-    fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))
-    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(c) for c in rows])
+    return "\n".join(text_table(head, rows, first_left=False))
 
 
 # ----------------------------------------------------------------------------- one real neuron
