@@ -87,6 +87,9 @@ def _register():
     cli.add_command(train_cmd, "train")
     cli.add_command(export_cmd, "export")
     register_analysis(cli)
+    from .dist_cmds import register as register_dist     # merge (issue 12)
+
+    register_dist(cli)
 
 
 _register()

@@ -93,33 +93,36 @@ class Evaluation:
         return _rate(self.n_images, self.total_seconds)
 
     @property
+    def counts(self):
+        """The exact integer counts every figure is a ratio of (:class:`srp_np.counts.RunCounts`)."""
+        from .counts import RunCounts
+
+        if "_counts" not in self.__dict__:
+            self.__dict__["_counts"] = RunCounts.from_result(self.result, self.y, self.ann_logits)
+        return self.__dict__["_counts"]
+
+    @property
     def spikes_per_image(self) -> float:
         """Spikes per image over both stages (every spike costs energy)."""
-        r = self.result
-        return float(sum(r.spikes[k].sum() + r.spikes_stage1[k].sum() for k in r.spikes) / self.n_images)
+        return self.counts.spikes_per_image
 
     @property
     def sops_per_image(self) -> float:
         """Synaptic operations per image over both stages."""
-        r = self.result
-        return float(sum(r.sops[k].sum() + r.sops_stage1[k].sum() for k in r.sops) / self.n_images)
+        return self.counts.sops_per_image
 
     def firing_rates(self) -> dict:
         """Spikes per neuron per step (both stages, τ + T steps) for each IF layer."""
-        r, steps = self.result, self.tau + self.T
-        return {k: float((r.spikes[k].sum() + r.spikes_stage1[k].sum()) / (r.neurons[k] * steps * self.n_images))
-                for k in r.spikes}
+        return self.counts.firing_rates()
 
     def to_dict(self) -> dict:
         """JSON-serialisable summary (the ``--json`` file of ``srp-np run``)."""
+        return {**run_figures(self.counts, self.dtype, self.mask_eps),
+                **self.timings(), **self.extra}
+
+    def timings(self) -> dict:
+        """The wall-time keys of the ``--json`` file (everything that is not a count)."""
         return {
-            "tau": self.tau, "T": self.T, "n_images": self.n_images, "dtype": self.dtype, "mask_eps": self.mask_eps,
-            "ann_accuracy": self.ann_accuracy,
-            "accuracy": [float(a) for a in self.accuracy],
-            "latency": self.latency,
-            "spikes_per_image": self.spikes_per_image,
-            "sops_per_image": self.sops_per_image,
-            "firing_rate": self.firing_rates(),
             "images_per_second": self.images_per_second,
             "seconds": self.seconds,
             "ann_seconds": self.ann_seconds,
@@ -129,8 +132,24 @@ class Evaluation:
             "snn_images_per_second": self.snn_images_per_second,
             "images_per_second_end_to_end": self.images_per_second_end_to_end,
             "threads": self.threads,
-            **self.extra,
         }
+
+
+def run_figures(counts, dtype: str, mask_eps: float) -> dict:
+    """The figures of ``srp-np run --json`` that come from counts (all but the wall times).
+
+    Accuracy after t steps = correct(t)/N; spikes and synaptic operations per image
+    = Σ/N over both stages; firing rate per IF layer = spikes/(neurons·(τ+T)·N).
+    """
+    return {
+        "tau": counts.tau, "T": counts.T, "n_images": counts.n_images, "dtype": dtype, "mask_eps": mask_eps,
+        "ann_accuracy": counts.ann_accuracy,
+        "accuracy": [float(a) for a in counts.accuracy()],
+        "latency": [counts.tau + t for t in range(1, counts.T + 1)],
+        "spikes_per_image": counts.spikes_per_image,
+        "sops_per_image": counts.sops_per_image,
+        "firing_rate": counts.firing_rates(),
+    }
 
 
 def _rate(n: int, seconds: float) -> float:
@@ -221,7 +240,12 @@ def evaluate(model, x_raw, y, tau: int, T: int, dtype=np.float32, mask_eps: floa
             progress(len(parts[-1].outputs[0]))
     seconds = time.perf_counter() - t0
     res = SimResult.concatenate(parts)
-    return Evaluation(tau=int(tau), T=int(T), ann_accuracy=float((logits.argmax(1) == y).mean()),
-                      accuracy=res.accuracy(y), result=res, ann_logits=logits, y=y, seconds=seconds,
-                      dtype=np.dtype(sim.dtype).name, mask_eps=float(mask_eps), ann_seconds=ann_seconds,
-                      seconds_total=time.perf_counter() - t_start, threads=threads)
+    from .counts import RunCounts
+
+    counts = RunCounts.from_result(res, y, logits)
+    ev = Evaluation(tau=int(tau), T=int(T), ann_accuracy=counts.ann_accuracy, accuracy=counts.accuracy(),
+                    result=res, ann_logits=logits, y=y, seconds=seconds,
+                    dtype=np.dtype(sim.dtype).name, mask_eps=float(mask_eps), ann_seconds=ann_seconds,
+                    seconds_total=time.perf_counter() - t_start, threads=threads)
+    ev.__dict__["_counts"] = counts
+    return ev
