@@ -13,6 +13,7 @@ from srp_np.errors import SrpError
 from .common import (announce_compilation, check_range, data_dir_option, data_option, dtype_option, finite_float,
                      guard_outputs, json_text, limit_option, load_data_option, load_model_option, mask_eps_option,
                      parse_dtype, progress_bar, threads_option, use_threads_option, weights_option, write_json)
+from .common import subset_option
 from .dist_cmds import (check_shard_outputs, open_store, report_store, shard_option, store_option, take_shard,
                         write_partial)
 
@@ -47,13 +48,13 @@ def _write_outputs(obj, json_out, plot, plot_fn: str, **plot_kw) -> None:
         _emit_json(json_out, obj)
 
 
-def _load(weights, data, data_dir, limit, shard=None, unit=None):
+def _load(weights, data, data_dir, limit, shard=None, unit=None, subset="first"):
     """Model, normalised images, labels, origin, and the shard context (None without ``--shard``)."""
     from srp_np.shard import shard_unit
 
     check_range("--limit", limit, 1)
     model = load_model_option(weights)
-    x_raw, y, origin = load_data_option(model, data, data_dir, limit)
+    x_raw, y, origin = load_data_option(model, data, data_dir, limit, subset)
     x_raw, y, origin, sctx = take_shard(x_raw, np.asarray(y), origin, shard, unit or shard_unit())
     return model, _prepare(model, x_raw), np.asarray(y), origin, sctx
 
@@ -69,6 +70,7 @@ def _load(weights, data, data_dir, limit, shard=None, unit=None):
 @click.option("--T", "T", type=int, default=64, show_default=True,
               help="Largest stage-2 length; every t = 1..T comes from the same run.")
 @limit_option
+@subset_option
 @dtype_option
 @mask_eps_option
 @threads_option
@@ -77,7 +79,8 @@ def _load(weights, data, data_dir, limit, shard=None, unit=None):
               help="Write the accuracy-vs-latency plot (PNG) here.")
 @shard_option
 @store_option
-def sweep_cmd(weights, data, data_dir, taus, T, limit, dtype, mask_eps, threads, json_out, plot, shard, store_dir):
+def sweep_cmd(weights, data, data_dir, taus, T, limit, subset, dtype, mask_eps, threads, json_out, plot, shard,
+              store_dir):
     """Accuracy for every τ and T = 1, 2, 4, ..., T (the paper's Table 4).
 
     One simulation per τ with the largest T gives every smaller T (the mean
@@ -97,7 +100,7 @@ def sweep_cmd(weights, data, data_dir, taus, T, limit, dtype, mask_eps, threads,
     dt = parse_dtype(dtype)
     store = open_store(store_dir)
     with use_threads_option(threads):
-        model, x, y, origin, sctx = _load(weights, data, data_dir, limit, spec)
+        model, x, y, origin, sctx = _load(weights, data, data_dir, limit, spec, subset=subset)
         announce_compilation(dt)
         with progress_bar(len(x) * len(tau_list), "sweep") as bar:
             counts = sweep_counts(model, x, y, tau_list, T, dtype=dt, mask_eps=mask_eps, progress=bar.update,
@@ -154,6 +157,7 @@ def format_analysis(res: dict) -> str:
               help="Stage-2 steps (φ and ȳ are means over them). Default: the model's L (Theorem 1 assumes T = L; "
                    "with T ≠ L the cases also count the quantisation mismatch of the two grids).")
 @limit_option
+@subset_option
 @dtype_option
 @mask_eps_option
 @click.option("--batch-size", "-b", type=int, default=64, show_default=True,
@@ -163,7 +167,8 @@ def format_analysis(res: dict) -> str:
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write stacked bars per layer (like Figs. 3 and 5) here (PNG).")
 @shard_option
-def analyze_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, batch_size, threads, json_out, plot, shard):
+def analyze_cmd(weights, data, data_dir, tau, T, limit, subset, dtype, mask_eps, batch_size, threads, json_out,
+                plot, shard):
     """Fractions of neurons in each unevenness-error case per IF layer (Figs. 3 and 5).
 
     For every IF layer, over all its neurons and all images: φ = θ·(stage-2
@@ -189,7 +194,7 @@ def analyze_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, batch_s
     dt = parse_dtype(dtype)
     with use_threads_option(threads):
         # shards of whole chunks: the float64 ANN pass of each chunk is then the single run's
-        model, x, y, origin, sctx = _load(weights, data, data_dir, limit, spec, shard_unit(batch_size))
+        model, x, y, origin, sctx = _load(weights, data, data_dir, limit, spec, shard_unit(batch_size), subset)
         T = model.L if T is None else T
         announce_compilation(dt)
         with progress_bar(2 * len(x), "analyze") as bar:
@@ -256,6 +261,7 @@ def _table(head, rows) -> list:
 @click.option("--tau", type=int, default=4, show_default=True, help="Stage-1 steps; 0 = plain QCFS conversion.")
 @click.option("--T", "T", type=int, default=8, show_default=True, help="Stage-2 steps.")
 @limit_option
+@subset_option
 @dtype_option
 @mask_eps_option
 @click.option("--e-ac", type=float, default=0.9, show_default=True, callback=finite_float,
@@ -265,7 +271,8 @@ def _table(head, rows) -> list:
 @threads_option
 @json_option
 @shard_option
-def report_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, e_ac, e_mac, threads, json_out, shard):
+def report_cmd(weights, data, data_dir, tau, T, limit, subset, dtype, mask_eps, e_ac, e_mac, threads, json_out,
+               shard):
     """Costs: spikes, firing rates, synaptic operations, ANN MACs and an energy ESTIMATE.
 
     Per IF layer: spikes and firing rate (spikes per neuron per step) in
@@ -290,7 +297,7 @@ def report_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, e_ac, e_
         raise SrpError("--e-ac and --e-mac must be non-negative numbers (pJ)")
     dt = parse_dtype(dtype)
     with use_threads_option(threads):
-        model, x, y, origin, sctx = _load(weights, data, data_dir, limit, spec)
+        model, x, y, origin, sctx = _load(weights, data, data_dir, limit, spec, subset=subset)
         check_run_memory(model, dt, len(x), tau, T)      # before any kernel is compiled
         announce_compilation(dt)
         with progress_bar(len(x), f"simulating τ={tau} T={T}") as bar:

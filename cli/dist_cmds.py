@@ -67,6 +67,18 @@ def take_shard(x, y, origin: str, spec, unit: int):
     return x[a:b], y[a:b], f"{origin}, {ctx.describe()}", ctx
 
 
+def take_shard_source(src, origin: str, spec, unit: int):
+    """:func:`take_shard` for a data source (:mod:`srp_np.datasets`): the shard's images are not read here."""
+    if spec is None:
+        return src, origin, None
+    from srp_np.shard import shard_range
+
+    n = len(src)
+    a, b = shard_range(n, spec[0], spec[1], unit)
+    ctx = ShardContext(spec, (a, b), n, {"origin": origin, "images": int(n), "sha256": src.fingerprint()})
+    return src.take(slice(a, b)), f"{origin}, {ctx.describe()}", ctx
+
+
 def write_partial(json_out, command: str, ctx: ShardContext, model, settings: dict, counts: dict,
                   seconds: dict | None = None) -> None:
     from srp_np.shard import partial

@@ -10,7 +10,8 @@ from .common import (announce_compilation, atomic_write_bytes, batch_size_option
                      data_option, dtype_option, guard_outputs, limit_option, load_data_option, load_model_option,
                      mask_eps_option, parse_dtype, progress_bar, threads_option, use_threads_option, weights_option,
                      write_json)
-from .dist_cmds import check_shard_outputs, shard_option, take_shard, write_partial
+from .common import load_source_option, subset_option
+from .dist_cmds import check_shard_outputs, shard_option, take_shard_source, write_partial
 
 
 def print_run_table(j: dict, model, origin) -> None:
@@ -50,6 +51,7 @@ def print_run_table(j: dict, model, origin) -> None:
 @dtype_option
 @mask_eps_option
 @limit_option
+@subset_option
 @threads_option
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write the figures to this JSON file.")
@@ -57,8 +59,8 @@ def print_run_table(j: dict, model, origin) -> None:
               help="Write outputs (T×N×K mean outputs), ann (N×K logits) and y to this .npz.")
 @click.option("--quiet", "-q", is_flag=True, help="No table; only errors (use with --json).")
 @shard_option
-def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, limit, threads, json_out, save_outputs,
-            quiet, shard):
+def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, limit, subset, threads, json_out,
+            save_outputs, quiet, shard):
     """Simulate the SNN with SRP and report accuracy after every step.
 
     Runs τ stage-1 steps, silences every neuron whose residual membrane
@@ -75,7 +77,7 @@ def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, limit,
       srp-np run --weights weights/vgg16_fmnist.npz --tau 4 --T 16
       srp-np run --tau 0 --T 32 --json plain.json  # plain conversion
     """
-    from srp_np.evaluate import evaluate
+    from srp_np.evaluate import evaluate_source
     from srp_np.shard import shard_unit
 
     t_start = time.perf_counter()
@@ -88,18 +90,15 @@ def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, limit,
     spec = check_shard_outputs(shard, json_out)
     with use_threads_option(threads) as n_threads:
         model = load_model_option(weights)
-        x, y, origin = load_data_option(model, data, data_dir, limit)
-        x, y, origin, sctx = take_shard(x, y, origin, spec, shard_unit())
+        src, origin = load_source_option(model, data, data_dir, limit, subset)
+        src, origin, sctx = take_shard_source(src, origin, spec, shard_unit())
         announce_compilation(dt)
-        with progress_bar(len(x), f"simulating τ={tau} T={T}") as bar:
-            ev = evaluate(model, x, y, tau, T, dtype=dt, mask_eps=mask_eps, batch_size=batch_size,
-                          progress=bar.update, threads=n_threads)
-        try:
-            from srp_np.costs import cost_report
-        except ImportError:
-            pass
-        else:
-            ev.extra["costs"] = cost_report(model, ev.result)
+        with progress_bar(len(src), f"simulating τ={tau} T={T}") as bar:
+            ev = evaluate_source(model, src, tau, T, dtype=dt, mask_eps=mask_eps, batch_size=batch_size,
+                                 progress=bar.update, threads=n_threads, keep_outputs=bool(save_outputs))
+        from srp_np.costs import cost_report
+
+        ev.extra["costs"] = cost_report(model, ev.counts)
     ev.seconds_total = time.perf_counter() - t_start
     ev.extra["model"] = model.path
     ev.extra["data"] = origin

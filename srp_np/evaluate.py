@@ -249,3 +249,102 @@ def evaluate(model, x_raw, y, tau: int, T: int, dtype=np.float32, mask_eps: floa
                     seconds_total=time.perf_counter() - t_start, threads=threads)
     ev.__dict__["_counts"] = counts
     return ev
+
+
+#: Images per block of a streamed evaluation for inputs of at most 3×64×64 values: the ANN's batch (so its
+#: BLAS calls, and their last bits, are those of :func:`evaluate` on the same images).
+BLOCK = 256
+
+
+def block_size(model) -> int:
+    """Images per block of a streamed evaluation (and per distributed task): :data:`BLOCK` for inputs of at
+    most 3×64×64 values, else the largest power of two ≤ BLOCK·3·64·64 / (C·H·W) (16 for 3×224×224), so
+    that one block's ANN pass stays about as large as 256 small images'. A power of two ≤ 256 divides the
+    shards' blocks of 256 images, so shards and tasks cut the same blocks as a single run."""
+    import math
+
+    values = math.prod(model.input_shape)
+    if values <= 3 * 64 * 64:
+        return BLOCK
+    return max(1, 2 ** int(math.floor(math.log2(max(1.0, BLOCK * 3 * 64 * 64 / values)))))
+
+
+def block_counts(model, sim, x_raw, y, tau: int, T: int, mask_eps: float = DEFAULT_MASK_EPS, batch_size: int = 64,
+                 threads: int | None = None, progress=None, keep_outputs: bool = False):
+    """Counts of one block of raw images (:func:`block_size`): one ANN batch, the SNN in batches of ``batch_size``.
+
+    Returns ``(RunCounts, ann_seconds, snn_seconds, outputs)`` with ``outputs`` =
+    ``(T×n×K outputs float32, n×K ANN logits float32)`` when ``keep_outputs``, else None.
+    """
+    from .counts import RunCounts
+
+    x = prepare_inputs(model, x_raw)
+    y = np.asarray(y)
+    t0 = time.perf_counter()
+    logits = ann_logits(model, x, batch_size=max(1, len(x)), threads=threads)
+    ann_s = time.perf_counter() - t0
+    parts = []
+    t0 = time.perf_counter()
+    for s in range(0, len(x), batch_size):
+        parts.append(sim.run(x[s:s + batch_size], tau, T, mask_eps=mask_eps))
+        if progress is not None:
+            progress(len(parts[-1].outputs[0]))
+    snn_s = time.perf_counter() - t0
+    res = SimResult.concatenate(parts)
+    outs = (res.outputs.astype(np.float32), logits.astype(np.float32)) if keep_outputs else None
+    return RunCounts.from_result(res, y, logits), ann_s, snn_s, outs
+
+
+def evaluate_source(model, source, tau: int, T: int, dtype=np.float32, mask_eps: float = DEFAULT_MASK_EPS,
+                    batch_size: int = 64, progress=None, threads: int | None = None,
+                    keep_outputs: bool = False, engine=None) -> Evaluation:
+    """:func:`evaluate` on a data source read block by block (memory bounded by one block).
+
+    Blocks of :func:`block_size` images are read from ``source``
+    (:class:`srp_np.datasets.ArraySource` or :class:`~srp_np.datasets.ImageFolderSource`,
+    which decodes only the block's files), normalised, run through the ANN and the SNN,
+    reduced to exact counts (:class:`srp_np.counts.RunCounts`) and dropped. The figures
+    equal :func:`evaluate`'s on the same images bit for bit (same ANN batches; the SNN does
+    not depend on batching). ``keep_outputs`` also keeps the T×N×K outputs and N×K ANN
+    logits (for ``--save-outputs``). ``engine``: a :class:`srp_np.distributed.DaskEngine`
+    to run the blocks as tasks on a cluster instead of here.
+    """
+    import numba
+
+    t_start = time.perf_counter()
+    threads = numba.get_num_threads() if threads is None else int(threads)
+    n = len(source)
+    if n == 0:
+        from .errors import SrpError
+
+        raise SrpError("no images to evaluate")
+    if engine is not None:
+        counts, ann_s, snn_s, outs = engine.evaluate(model, source, tau, T, dtype=dtype, mask_eps=mask_eps,
+                                                     batch_size=batch_size, progress=progress,
+                                                     keep_outputs=keep_outputs)
+        dt_name = np.dtype(dtype).name
+    else:
+        # one block's run on top of its outputs; refused before the simulator is built
+        block = block_size(model)
+        check_run_memory(model, dtype, min(n, batch_size), tau, T,
+                         extra=2 * 8 * max(0, int(T)) * min(n, block) * model.num_classes)
+        sim = Simulator(model, dtype)
+        dt_name = np.dtype(sim.dtype).name
+        counts, ann_s, snn_s, outs = None, 0.0, 0.0, []
+        for x_raw, y in source.batches(block):
+            c, a, s, o = block_counts(model, sim, x_raw, y, tau, T, mask_eps, batch_size, threads, progress,
+                                      keep_outputs)
+            counts = c if counts is None else counts + c
+            ann_s, snn_s = ann_s + a, snn_s + s
+            outs.append(o)
+    logits = np.zeros((0, model.num_classes))
+    res = SimResult(outputs=np.zeros((int(T), 0, model.num_classes)), tau=int(tau), T=int(T))
+    if keep_outputs:
+        res.outputs = np.concatenate([o[0] for o in outs], axis=1)
+        logits = np.concatenate([o[1] for o in outs])
+    ev = Evaluation(tau=int(tau), T=int(T), ann_accuracy=counts.ann_accuracy, accuracy=counts.accuracy(),
+                    result=res, ann_logits=logits, y=np.asarray(source.labels), seconds=snn_s, dtype=dt_name,
+                    mask_eps=float(mask_eps), ann_seconds=ann_s, seconds_total=time.perf_counter() - t_start,
+                    threads=threads)
+    ev.__dict__["_counts"] = counts
+    return ev
