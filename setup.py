@@ -40,6 +40,7 @@ setup(
         "train": ["torch==2.13.0"],
         "plot": ["matplotlib>=3.5"],
         "dev": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5"],
+        "dask": ["dask[distributed]>=2024.1"],   # --workers / --scheduler (issue 12)
     },
     entry_points={"console_scripts": ["srp-np=srp_np.cli.main:main"]},
 )

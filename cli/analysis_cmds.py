@@ -14,8 +14,8 @@ from .common import (announce_compilation, check_range, data_dir_option, data_op
                      guard_outputs, json_text, limit_option, load_data_option, load_model_option, mask_eps_option,
                      parse_dtype, progress_bar, threads_option, use_threads_option, weights_option, write_json)
 from .common import subset_option
-from .dist_cmds import (check_shard_outputs, open_store, report_store, shard_option, store_option, take_shard,
-                        write_partial)
+from .dist_cmds import (check_shard_outputs, open_engine, open_store, report_store, scheduler_option, shard_option,
+                        store_option, take_shard, workers_option, write_partial)
 
 json_option = click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
                            type=click.Path(dir_okay=True, allow_dash=True),
@@ -79,8 +79,10 @@ def _load(weights, data, data_dir, limit, shard=None, unit=None, subset="first")
               help="Write the accuracy-vs-latency plot (PNG) here.")
 @shard_option
 @store_option
+@workers_option
+@scheduler_option
 def sweep_cmd(weights, data, data_dir, taus, T, limit, subset, dtype, mask_eps, threads, json_out, plot, shard,
-              store_dir):
+              store_dir, workers, scheduler):
     """Accuracy for every τ and T = 1, 2, 4, ..., T (the paper's Table 4).
 
     One simulation per τ with the largest T gives every smaller T (the mean
@@ -102,9 +104,10 @@ def sweep_cmd(weights, data, data_dir, taus, T, limit, subset, dtype, mask_eps, 
     with use_threads_option(threads):
         model, x, y, origin, sctx = _load(weights, data, data_dir, limit, spec, subset=subset)
         announce_compilation(dt)
-        with progress_bar(len(x) * len(tau_list), "sweep") as bar:
+        with open_engine(workers, scheduler, threads) as engine, \
+                progress_bar(len(x) * len(tau_list), "sweep") as bar:
             counts = sweep_counts(model, x, y, tau_list, T, dtype=dt, mask_eps=mask_eps, progress=bar.update,
-                                  store=store)
+                                  store=store, engine=engine)
     report_store(store)
     res = sweep_figures(counts, mask_eps)
     if sctx is not None:

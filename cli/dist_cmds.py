@@ -25,6 +25,32 @@ store_option = click.option(
          "interrupted sweep resumes without redoing finished cells. Created if missing.")
 
 
+workers_option = click.option(
+    "--workers", type=click.IntRange(min=1), default=None,
+    help="Run on a local Dask cluster of N worker processes (loopback only; extra [dask]): one task per block of "
+         "images (sweep: per τ and block). Each worker gets --threads Numba threads (default: the available "
+         "cores / N). Figures identical to a single process.")
+scheduler_option = click.option(
+    "--scheduler", default=None, metavar="tcp://HOST:PORT",
+    help="Run on a running Dask cluster (dask scheduler + dask worker, started with NUMBA_NUM_THREADS set; "
+         "extra [dask]); --threads sets each worker's Numba threads (default 1).")
+
+
+def open_engine(workers, scheduler, threads):
+    """A :class:`srp_np.distributed.DaskEngine` for ``--workers``/``--scheduler`` (a context), or a null context."""
+    import contextlib
+
+    if workers is None and scheduler is None:
+        return contextlib.nullcontext(None)
+    if workers is not None and scheduler is not None:
+        raise SrpError("--workers starts a local cluster, --scheduler uses a running one: give only one")
+    if scheduler is not None and str(scheduler).strip() == "":
+        raise SrpError("--scheduler needs an address, e.g. tcp://127.0.0.1:8786")
+    from srp_np.distributed import DaskEngine
+
+    return DaskEngine(workers=workers, scheduler=scheduler, threads=threads)
+
+
 class ShardContext:
     """What a sharded command needs to write its partial result."""
 
@@ -235,5 +261,5 @@ def register(cli) -> None:
     cli.add_command(merge_cmd, "merge")
 
 
-__all__ = ["shard_option", "store_option", "check_shard_outputs", "take_shard", "write_partial", "open_store",
+__all__ = ["shard_option", "store_option", "workers_option", "scheduler_option", "open_engine", "check_shard_outputs", "take_shard", "write_partial", "open_store",
            "report_store", "merge_cmd", "register"]

@@ -11,7 +11,8 @@ from .common import (announce_compilation, atomic_write_bytes, batch_size_option
                      mask_eps_option, parse_dtype, progress_bar, threads_option, use_threads_option, weights_option,
                      write_json)
 from .common import load_source_option, subset_option
-from .dist_cmds import check_shard_outputs, shard_option, take_shard_source, write_partial
+from .dist_cmds import (check_shard_outputs, open_engine, scheduler_option, shard_option, take_shard_source,
+                         workers_option, write_partial)
 
 
 def print_run_table(j: dict, model, origin) -> None:
@@ -59,8 +60,10 @@ def print_run_table(j: dict, model, origin) -> None:
               help="Write outputs (T×N×K mean outputs), ann (N×K logits) and y to this .npz.")
 @click.option("--quiet", "-q", is_flag=True, help="No table; only errors (use with --json).")
 @shard_option
+@workers_option
+@scheduler_option
 def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, limit, subset, threads, json_out,
-            save_outputs, quiet, shard):
+            save_outputs, quiet, shard, workers, scheduler):
     """Simulate the SNN with SRP and report accuracy after every step.
 
     Runs τ stage-1 steps, silences every neuron whose residual membrane
@@ -93,9 +96,14 @@ def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, limit,
         src, origin = load_source_option(model, data, data_dir, limit, subset)
         src, origin, sctx = take_shard_source(src, origin, spec, shard_unit())
         announce_compilation(dt)
-        with progress_bar(len(src), f"simulating τ={tau} T={T}") as bar:
+        with open_engine(workers, scheduler, threads) as engine, \
+                progress_bar(len(src), f"simulating τ={tau} T={T}") as bar:
             ev = evaluate_source(model, src, tau, T, dtype=dt, mask_eps=mask_eps, batch_size=batch_size,
-                                 progress=bar.update, threads=n_threads, keep_outputs=bool(save_outputs))
+                                 progress=bar.update, threads=n_threads, keep_outputs=bool(save_outputs),
+                                 engine=engine)
+            if engine is not None:
+                ev.threads = engine.threads
+                ev.extra["workers"] = engine.n_workers
         from srp_np.costs import cost_report
 
         ev.extra["costs"] = cost_report(model, ev.counts)

@@ -46,7 +46,7 @@ def ann_accuracy(model, x, y, chunk: int = 256) -> float:
 
 
 def sweep_counts(model, x, y, taus, T: int, dtype=np.float32, mask_eps: float = DEFAULT_MASK_EPS,
-                 progress=None, simulator=None, batch_size: int = 256, store=None) -> dict:
+                 progress=None, simulator=None, batch_size: int = 256, store=None, engine=None) -> dict:
     """Exact counts of a sweep: correct predictions after t = 1..T for each τ, batch by batch.
 
     Parameters
@@ -59,6 +59,9 @@ def sweep_counts(model, x, y, taus, T: int, dtype=np.float32, mask_eps: float = 
         Finished units are read from and written to it (:mod:`srp_np.store`), keyed by the
         model's hash, the batch's hash and the settings, so an interrupted sweep resumes
         without recomputing finished cells.
+    engine : DaskEngine, optional
+        Run the cells that are not in the store as Dask tasks, one per cell and batch
+        (:class:`srp_np.distributed.DaskEngine`); each is stored as soon as it finishes.
 
     Returns
     -------
@@ -105,27 +108,46 @@ def sweep_counts(model, x, y, taus, T: int, dtype=np.float32, mask_eps: float = 
         ann_correct += int(c)
     sim = simulator
     out = {"taus": taus, "T": T, "n_images": n, "ann_correct": ann_correct, "correct": {}, "seconds": {}}
+    done, todo = {}, []
     for tau in taus:
-        correct = [0] * T
-        seconds = 0.0
         for s in starts:
-            xb, yb = x[s:s + batch_size], y[s:s + batch_size]
             c = cached(tau, s)
             if c is None:
-                if sim is None:
-                    sim = Simulator(model, dtype)
-                t0 = time.perf_counter()
-                res = sim.run(xb, tau, T, mask_eps=mask_eps, record=False)
-                seconds += time.perf_counter() - t0
-                c = [int(v) for v in (res.predictions() == yb[None, :]).sum(axis=1)]
-                if store is not None:
-                    store.put(keys[tau][s], c, {"kind": "sweep-cell", "tau": tau, "T": T,
-                                                "images": [s, min(n, s + batch_size)]})
-            correct = [a + int(b) for a, b in zip(correct, c)]
+                todo.append((tau, s))
+            else:
+                done[(tau, s)] = [int(v) for v in c]
+                if progress is not None:
+                    progress(len(x[s:s + batch_size]))
+
+    def finished(cell, c):
+        tau, s = cell
+        done[cell] = c
+        if store is not None:
+            store.put(keys[tau][s], c, {"kind": "sweep-cell", "tau": tau, "T": T,
+                                        "images": [s, min(n, s + batch_size)]})
+
+    seconds = {tau: 0.0 for tau in taus}
+    if engine is not None and todo:
+        # the cells run at once on the cluster: no wall time per τ
+        engine.sweep_cells(model, x, y, taus, T, dtype, mask_eps, batch_size, todo, progress, finished)
+        seconds = {tau: None for tau in taus}
+    else:
+        for tau, s in todo:
+            xb, yb = x[s:s + batch_size], y[s:s + batch_size]
+            if sim is None:
+                sim = Simulator(model, dtype)
+            t0 = time.perf_counter()
+            res = sim.run(xb, tau, T, mask_eps=mask_eps, record=False)
+            seconds[tau] += time.perf_counter() - t0
+            finished((tau, s), [int(v) for v in (res.predictions() == yb[None, :]).sum(axis=1)])
             if progress is not None:
                 progress(len(xb))
+    for tau in taus:
+        correct = [0] * T
+        for s in starts:
+            correct = [a + b for a, b in zip(correct, done[(tau, s)])]
         out["correct"][str(tau)] = correct
-        out["seconds"][str(tau)] = seconds
+        out["seconds"][str(tau)] = seconds[tau]
     return out
 
 
@@ -157,7 +179,7 @@ def sweep_figures(counts: dict, mask_eps: float) -> dict:
 
 
 def sweep(model, x, y, taus, T: int, dtype=np.float32, mask_eps: float = DEFAULT_MASK_EPS,
-          progress=None, simulator=None, batch_size: int = 256, store=None) -> dict:
+          progress=None, simulator=None, batch_size: int = 256, store=None, engine=None) -> dict:
     """Accuracy after every t = 1..T for each τ.
 
     Accuracy after t steps = (correct predictions after t stage-2 steps) / N, from
@@ -172,7 +194,7 @@ def sweep(model, x, y, taus, T: int, dtype=np.float32, mask_eps: float = DEFAULT
         "seconds": {str(τ): s}}``.
     """
     counts = sweep_counts(model, x, y, taus, T, dtype=dtype, mask_eps=mask_eps, progress=progress,
-                          simulator=simulator, batch_size=batch_size, store=store)
+                          simulator=simulator, batch_size=batch_size, store=store, engine=engine)
     return sweep_figures(counts, mask_eps)
 
 

@@ -42,7 +42,7 @@ def test_subsets(labels, data):
 
 
 def _folder(tmp_path, n_per_class=5, classes=3, size=16):
-    from PIL import Image
+    Image = pytest.importorskip("PIL.Image")
 
     rng = np.random.default_rng(0)
     for c in range(classes):
