@@ -9,7 +9,7 @@ import click
 
 from srp_np.errors import SrpError
 
-from .common import guard_outputs, write_json
+from .common import write_json
 
 shard_option = click.option(
     "--shard", default=None, metavar="i/N",
@@ -200,7 +200,10 @@ def merge_cmd(parts, weights, json_out, plot, quiet):
     """
     from srp_np.shard import merge_partials, read_partial
 
-    guard_outputs({"--json": json_out, "--plot": plot}, weights=weights)
+    from .common import check_outputs
+
+    check_outputs({"--json": json_out, "--plot": plot},
+                  {"--weights": weights, **{f"partial result {p}": p for p in parts}})
     merged = merge_partials([read_partial(p) for p in parts])
     model = _load_merge_model(merged, weights)
     cmd = merged["command"]

@@ -95,6 +95,9 @@ def test_merge_refuses_parts_that_do_not_belong_together(tmp_path):
 
     assert "mask_eps" in err("merge", tmp_path / "a0.json", tmp_path / "b1.json")
     assert "missing" in err("merge", tmp_path / "a0.json")
+    before = (tmp_path / "a1.json").read_text()
+    assert "input file" in err("merge", tmp_path / "a0.json", tmp_path / "a1.json", "--json", tmp_path / "a1.json")
+    assert (tmp_path / "a1.json").read_text() == before
     assert "twice" in err("merge", tmp_path / "a0.json", tmp_path / "a0.json", tmp_path / "a1.json")
     (tmp_path / "junk.json").write_text('{"accuracy": [1]}')
     assert "not a partial result" in err("merge", tmp_path / "junk.json")
