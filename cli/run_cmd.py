@@ -7,7 +7,7 @@ import click
 import numpy as np
 
 from .common import (announce_compilation, atomic_write_bytes, batch_size_option, check_range, data_dir_option,
-                     data_option, dtype_option, guard_outputs, limit_option, load_data_option, load_model_option,
+                     data_option, dtype_option, guard_outputs, limit_option, load_model_option,
                      mask_eps_option, parse_dtype, progress_bar, threads_option, use_threads_option, weights_option,
                      write_json)
 from .common import load_source_option, subset_option

@@ -270,8 +270,11 @@ def block_size(model) -> int:
 
 
 def block_counts(model, sim, x_raw, y, tau: int, T: int, mask_eps: float = DEFAULT_MASK_EPS, batch_size: int = 64,
-                 threads: int | None = None, progress=None, keep_outputs: bool = False):
-    """Counts of one block of raw images (:func:`block_size`): one ANN batch, the SNN in batches of ``batch_size``.
+                 threads: int | None = None, progress=None, keep_outputs: bool = False,
+                 ann_batch: int | None = None):
+    """Counts of raw images: the ANN in batches of ``ann_batch`` (default: all at once; :func:`block_size`
+    in a streamed evaluation, several batches computed at once on ``threads`` threads), the SNN in batches
+    of ``batch_size``.
 
     Returns ``(RunCounts, ann_seconds, snn_seconds, outputs)`` with ``outputs`` =
     ``(T×n×K outputs float32, n×K ANN logits float32)`` when ``keep_outputs``, else None.
@@ -281,7 +284,7 @@ def block_counts(model, sim, x_raw, y, tau: int, T: int, mask_eps: float = DEFAU
     x = prepare_inputs(model, x_raw)
     y = np.asarray(y)
     t0 = time.perf_counter()
-    logits = ann_logits(model, x, batch_size=max(1, len(x)), threads=threads)
+    logits = ann_logits(model, x, batch_size=max(1, int(ann_batch or len(x))), threads=threads)
     ann_s = time.perf_counter() - t0
     parts = []
     t0 = time.perf_counter()
@@ -300,12 +303,13 @@ def evaluate_source(model, source, tau: int, T: int, dtype=np.float32, mask_eps:
                     keep_outputs: bool = False, engine=None) -> Evaluation:
     """:func:`evaluate` on a data source read block by block (memory bounded by one block).
 
-    Blocks of :func:`block_size` images are read from ``source``
+    Groups of ``threads`` blocks of :func:`block_size` images are read from ``source``
     (:class:`srp_np.datasets.ArraySource` or :class:`~srp_np.datasets.ImageFolderSource`,
     which decodes only the block's files), normalised, run through the ANN and the SNN,
     reduced to exact counts (:class:`srp_np.counts.RunCounts`) and dropped. The figures
-    equal :func:`evaluate`'s on the same images bit for bit (same ANN batches; the SNN does
-    not depend on batching). ``keep_outputs`` also keeps the T×N×K outputs and N×K ANN
+    equal :func:`evaluate`'s on the same images bit for bit (same ANN batches, the blocks of a
+    group computed at once on one thread each as :func:`ann_logits` does; the SNN does not
+    depend on batching). Memory: one group (``threads`` blocks). ``keep_outputs`` also keeps the T×N×K outputs and N×K ANN
     logits (for ``--save-outputs``). ``engine``: a :class:`srp_np.distributed.DaskEngine`
     to run the blocks as tasks on a cluster instead of here.
     """
@@ -327,13 +331,13 @@ def evaluate_source(model, source, tau: int, T: int, dtype=np.float32, mask_eps:
         # one block's run on top of its outputs; refused before the simulator is built
         block = block_size(model)
         check_run_memory(model, dtype, min(n, batch_size), tau, T,
-                         extra=2 * 8 * max(0, int(T)) * min(n, block) * model.num_classes)
+                         extra=2 * 8 * max(0, int(T)) * min(n, block * max(1, threads)) * model.num_classes)
         sim = Simulator(model, dtype)
         dt_name = np.dtype(sim.dtype).name
         counts, ann_s, snn_s, outs = None, 0.0, 0.0, []
-        for x_raw, y in source.batches(block):
+        for x_raw, y in source.batches(block * max(1, threads)):
             c, a, s, o = block_counts(model, sim, x_raw, y, tau, T, mask_eps, batch_size, threads, progress,
-                                      keep_outputs)
+                                      keep_outputs, ann_batch=block)
             counts = c if counts is None else counts + c
             ann_s, snn_s = ann_s + a, snn_s + s
             outs.append(o)
