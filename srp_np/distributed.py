@@ -4,8 +4,10 @@ Extra ``[dask]`` (``dask[distributed]``). ``DaskEngine(workers=N)`` starts a loc
 cluster of N worker processes on the loopback interface; ``DaskEngine(scheduler=
 "tcp://HOST:PORT")`` uses a running one. Then:
 
-* the model is sent once to every worker (``Client.scatter(broadcast=True)``), and each
-  worker keeps one :class:`srp_np.simulator.Simulator` per model and dtype;
+* the model is sent once to every worker, in a worker plugin (so a worker that joins or is
+  restarted later gets it too; scattered data would not do: Dask keeps one replica of it and
+  loses it with the worker that holds it), and each worker keeps one
+  :class:`srp_np.simulator.Simulator` per model and dtype;
 * every worker sets its Numba threads (``NUMBA_NUM_THREADS`` in the environment of
   the local workers, and ``numba.set_num_threads`` in every worker): Dask workers otherwise
   keep Numba at all the machine's cores, so N workers would each run one thread per core;
@@ -30,6 +32,7 @@ import numpy as np
 from .errors import SrpError
 
 _SIMULATORS = {}          # per worker process: (model SHA-256, dtype) → Simulator
+_MODELS = {}              # per worker process: model SHA-256 → Model (set by _ModelPlugin)
 
 
 def _need_dask():
@@ -50,6 +53,35 @@ def _set_threads(n: int) -> int:
     return n
 
 
+try:
+    from distributed.diagnostics.plugin import WorkerPlugin as _WorkerPlugin
+except ImportError:       # the engine refuses to start without dask.distributed (_need_dask)
+    _WorkerPlugin = object
+
+
+class _ModelPlugin(_WorkerPlugin):
+    """Hands the model to every worker, present and future (a restarted one too), and sets its Numba threads."""
+
+    def __init__(self, model, key: str, threads: int):
+        self.model, self.key, self.threads = model, key, int(threads)
+
+    def setup(self, worker):
+        _MODELS.clear()
+        _MODELS[self.key] = self.model
+        _set_threads(self.threads)
+
+    def teardown(self, worker):
+        _MODELS.pop(self.key, None)
+        _SIMULATORS.clear()
+
+
+def _model(key: str):
+    try:
+        return _MODELS[key]
+    except KeyError:
+        raise SrpError("this Dask worker has not received the model (its plugin did not run)") from None
+
+
 def _simulator(model, dtype):
     from .simulator import Simulator
     from .store import model_sha256
@@ -62,8 +94,9 @@ def _simulator(model, dtype):
     return sim
 
 
-def _warm(model, dtype, threads: int) -> dict:
+def _warm(key, dtype, threads: int) -> dict:
     """Set the threads and compile (or load from the cache) the kernels this model needs, on one image."""
+    model = _model(key)
     n = _set_threads(threads)
     t0 = time.perf_counter()
     sim = _simulator(model, dtype)
@@ -71,12 +104,13 @@ def _warm(model, dtype, threads: int) -> dict:
     return {"pid": os.getpid(), "threads": n, "seconds": time.perf_counter() - t0}
 
 
-def _block_task(model, block, tau: int, T: int, dtype, mask_eps: float, batch_size: int, threads: int,
+def _block_task(key, block, tau: int, T: int, dtype, mask_eps: float, batch_size: int, threads: int,
                 keep_outputs: bool):
     """One block of a run: read (decode) the block's images here, then :func:`srp_np.evaluate.block_counts`."""
     from .evaluate import block_counts
     from .threads import blas_threads
 
+    model = _model(key)
     n = _set_threads(threads)
     x_raw, y = block.read()
     with blas_threads(n):
@@ -85,8 +119,9 @@ def _block_task(model, block, tau: int, T: int, dtype, mask_eps: float, batch_si
     return counts.to_json(), ann_s, snn_s, outs
 
 
-def _cell_task(model, block, tau: int, T: int, dtype, mask_eps: float, threads: int):
+def _cell_task(key, block, tau: int, T: int, dtype, mask_eps: float, threads: int):
     """One sweep cell on one block: correct predictions after t = 1..T (the block is normalised already)."""
+    model = _model(key)
     _set_threads(threads)
     x, y = block
     res = _simulator(model, dtype).run(x, tau, T, mask_eps=mask_eps, record=False)
@@ -144,11 +179,16 @@ class DaskEngine:
             except Exception as e:  # noqa: BLE001 - unreachable, refused, bad address
                 raise SrpError(f"cannot reach the Dask scheduler {scheduler} ({type(e).__name__}: {e})") from None
         self.retries = int(retries)
-        self._model_future = None
         self._model_key = None
+        self._plugin = None
 
     # -- lifecycle
     def close(self) -> None:
+        if self._plugin is not None and self.cluster is None:     # a remote cluster: leave nothing behind
+            try:
+                self.client.unregister_worker_plugin(self._plugin)
+            except Exception:  # noqa: BLE001 - the cluster may be gone
+                pass
         for obj in (getattr(self, "client", None), self.cluster):
             if obj is not None:
                 try:
@@ -178,18 +218,23 @@ class DaskEngine:
         key = (model_sha256(model), np.dtype(dtype).name)
         if self._model_key == key:
             return
+        try:   # every local worker (or at least one remote) is up before the model is broadcast to them
+            self.client.wait_for_workers(len(self.cluster.workers) if self.cluster is not None else 1, timeout=120)
+        except Exception as e:  # noqa: BLE001 - TimeoutError and the like
+            raise SrpError(f"no Dask worker came up ({type(e).__name__}: {e})") from None
+        mkey = key[0]
+        if self._plugin is not None and self.cluster is None:
+            self.client.unregister_worker_plugin(self._plugin)
+        self._plugin = f"srp-np-model-{mkey[:16]}"
+        self.client.register_plugin(_ModelPlugin(model, mkey, self.threads), name=self._plugin)
         info = self.client.scheduler_info()["workers"]
-        if not info:
-            self.client.wait_for_workers(1, timeout=60)
-            info = self.client.scheduler_info()["workers"]
-        self._model_future = self.client.scatter(model, broadcast=True, hash=False)
         by_host = {}
         for addr, w in info.items():
             by_host.setdefault(w.get("host", addr), []).append(addr)
         first = [addrs[0] for addrs in by_host.values()]
         rest = [a for addrs in by_host.values() for a in addrs[1:]]
         for group in (first, rest):       # compile once per host, then load the cache everywhere else
-            futs = [self.client.submit(_warm, self._model_future, dtype, self.threads, workers=[a],
+            futs = [self.client.submit(_warm, mkey, dtype, self.threads, workers=[a],
                                        allow_other_workers=False, pure=False) for a in group]
             self.client.gather(futs)
         self._model_key = key
@@ -199,8 +244,12 @@ class DaskEngine:
         ``on_result(i, result)`` and ``progress(weights[i])``."""
         from distributed import as_completed
 
-        futs = [self.client.submit(fn, self._model_future, *item, pure=False, retries=self.retries)
-                for item in items]
+        import warnings
+
+        with warnings.catch_warnings():      # the blocks travel inside the tasks on purpose (see sweep_cells)
+            warnings.filterwarnings("ignore", message="Sending large graph")
+            futs = [self.client.submit(fn, self._model_key[0], *item, pure=False, retries=self.retries)
+                    for item in items]
         index = {f.key: i for i, f in enumerate(futs)}
         out = [None] * len(futs)
         try:
@@ -251,10 +300,10 @@ class DaskEngine:
         ``on_done((τ, start), counts)`` as each finishes (e.g. to store it)."""
         self.prepare(model, dtype)
         n = len(x)
-        # each block travels once (a future), whatever the number of τ that use it
-        blocks = {s: self.client.scatter((x[s:s + block], np.asarray(y[s:s + block])), hash=False)
-                  for s in sorted({s for _, s in todo})}
-        items = [(blocks[s], int(tau), int(T), dtype, float(mask_eps), self.threads) for tau, s in todo]
+        # the block travels inside each task (not scattered: scattered data that lives on one worker is
+        # lost with it, and the tasks that need it would fail instead of being run again)
+        items = [((x[s:s + block], np.asarray(y[s:s + block])), int(tau), int(T), dtype, float(mask_eps),
+                  self.threads) for tau, s in todo]
         weights = [min(n, s + block) - s for _, s in todo]
         cb = None if on_done is None else (lambda i, r: on_done(todo[i], r))
         results = self._map(_cell_task, items, progress, weights, cb)
