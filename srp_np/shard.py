@@ -143,14 +143,18 @@ def merge_partials(parts: list) -> dict:
         for p in ordered[1:]:
             counts = _add_named(counts, p["counts"], first["command"])
     seconds = {}
-    for p in ordered:
+    for p in ordered:       # sums; None (a time not measured, e.g. per τ on a cluster) makes the sum None
         for k, v in p.get("seconds", {}).items():
             if isinstance(v, dict):
-                seconds[k] = {kk: seconds.get(k, {}).get(kk, 0.0) + float(vv) for kk, vv in v.items()}
-            elif v is not None:
-                seconds[k] = seconds.get(k, 0.0) + float(v)
+                seconds[k] = {kk: _add_time(seconds.get(k, {}).get(kk, 0.0), vv) for kk, vv in v.items()}
+            else:
+                seconds[k] = _add_time(seconds.get(k, 0.0), v)
     return {"command": first["command"], "model": first["model"], "data": first["data"],
             "settings": first["settings"], "counts": counts, "seconds": seconds, "shards": count}
+
+
+def _add_time(a, b):
+    return None if a is None or b is None else float(a) + float(b)
 
 
 def _add_named(a: dict, b: dict, command: str) -> dict:

@@ -116,3 +116,25 @@ def test_merge_refuses_parts_that_do_not_belong_together(tmp_path):
     save_model(tmp_path / "other.npz", m.graph, arrays)
     assert "SHA-256" in err("merge", tmp_path / "a0.json", tmp_path / "a1.json", "--weights", tmp_path / "other.npz")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_merge_sums_counts_exactly_and_unknown_times_stay_unknown():
+    from srp_np.shard import merge_partials
+
+    def part(i, correct, ann, secs):
+        return {"_path": f"p{i}", "command": "sweep", "settings": {"T": 2}, "data": {"sha256": "d"},
+                "model": {"sha256": "m"}, "shard": {"index": i, "count": 2, "start": 256 * i,
+                                                    "stop": [256, 300][i], "images_total": 300},
+                "counts": {"taus": [0, 3], "T": 2, "n_images": [256, 44][i], "ann_correct": ann,
+                           "correct": {"0": correct[0], "3": correct[1]}}, "seconds": {"tau": secs}}
+
+    big = 2 ** 60 + 1                                  # beyond float precision: the sum must stay exact
+    m = merge_partials([part(1, ([1, 2], [3, 4]), 40, {"0": 1.5, "3": None}),
+                        part(0, ([big, 6], [7, 8]), 200, {"0": 2.0, "3": 1.0})])
+    assert m["counts"]["correct"] == {"0": [big + 1, 8], "3": [10, 12]}
+    assert m["counts"]["ann_correct"] == 240 and m["counts"]["n_images"] == 300 and m["shards"] == 2
+    assert m["seconds"] == {"tau": {"0": 3.5, "3": None}}
+    bad = part(1, ([1, 2], [3, 4]), 40, {})
+    bad["shard"]["start"] = 200
+    with pytest.raises(SrpError, match="tile"):
+        merge_partials([part(0, ([1, 2], [3, 4]), 1, {}), bad])
