@@ -94,3 +94,15 @@ def test_engine_option_errors(model_files):
         DaskEngine(scheduler="tcp://127.0.0.1:9", connect_timeout="1s")
     with pytest.raises(SrpError, match="not both"):
         DaskEngine(workers=1, scheduler="tcp://127.0.0.1:9")
+
+
+def test_workers_2_on_the_shipped_model(tmp_path):
+    """Shipped ResNet-20 and test set, 512 images = 2 tasks of 256: every figure of `run` identical."""
+    out = {}
+    for name, extra in (("plain", []), ("dask", ["--workers", 2])):
+        r = CliRunner().invoke(cli, [str(a) for a in ["run", "--limit", 512, "--tau", 4, "--T", 4, "--threads", 1,
+                                                      "-q", *extra, "--json", tmp_path / f"{name}.json"]])
+        assert r.exit_code == 0, r.output
+        j = json.loads((tmp_path / f"{name}.json").read_text())
+        out[name] = {k: v for k, v in j.items() if k not in TIMING}
+    assert out["plain"] == out["dask"] and out["plain"]["n_images"] == 512
