@@ -43,6 +43,7 @@ setup(
         "dev": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5", "pexpect>=4.8", "nbclient>=0.7", "nbformat>=5.7",
                 "ipykernel>=6", "nbconvert>=7"],
         "docs": ["nbconvert>=7", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6", "matplotlib>=3.5"],
+        "dask": ["dask[distributed]>=2024.1"],   # --workers / --scheduler (issue 12)
     },
     entry_points={"console_scripts": ["srp-np=srp_np.cli.main:main"]},
 )

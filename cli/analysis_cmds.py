@@ -14,6 +14,9 @@ from srp_np.tables import text_table
 from .common import (announce_compilation, check_range, data_dir_option, data_option, dtype_option, finite_float,
                      guard_outputs, json_text, limit_option, load_data_option, load_model_option, mask_eps_option,
                      parse_dtype, progress_bar, threads_option, use_threads_option, weights_option, write_json)
+from .common import subset_option
+from .dist_cmds import (check_shard_outputs, open_engine, open_store, report_store, scheduler_option, shard_option,
+                        store_option, take_shard, workers_option, write_partial)
 
 json_option = click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
                            type=click.Path(dir_okay=True, allow_dash=True),
@@ -46,11 +49,15 @@ def _write_outputs(obj, json_out, plot, plot_fn: str, **plot_kw) -> None:
         _emit_json(json_out, obj)
 
 
-def _load(weights, data, data_dir, limit):
+def _load(weights, data, data_dir, limit, shard=None, unit=None, subset="first"):
+    """Model, normalised images, labels, origin, and the shard context (None without ``--shard``)."""
+    from srp_np.shard import shard_unit
+
     check_range("--limit", limit, 1)
     model = load_model_option(weights)
-    x_raw, y, origin = load_data_option(model, data, data_dir, limit)
-    return model, _prepare(model, x_raw), np.asarray(y), origin
+    x_raw, y, origin = load_data_option(model, data, data_dir, limit, subset)
+    x_raw, y, origin, sctx = take_shard(x_raw, np.asarray(y), origin, shard, unit or shard_unit())
+    return model, _prepare(model, x_raw), np.asarray(y), origin, sctx
 
 
 # ----------------------------------------------------------------------------- sweep
@@ -64,13 +71,19 @@ def _load(weights, data, data_dir, limit):
 @click.option("--T", "T", type=int, default=64, show_default=True,
               help="Largest stage-2 length; every t = 1..T comes from the same run.")
 @limit_option
+@subset_option
 @dtype_option
 @mask_eps_option
 @threads_option
 @json_option
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write the accuracy-vs-latency plot (PNG) here.")
-def sweep_cmd(weights, data, data_dir, taus, T, limit, dtype, mask_eps, threads, json_out, plot):
+@shard_option
+@store_option
+@workers_option
+@scheduler_option
+def sweep_cmd(weights, data, data_dir, taus, T, limit, subset, dtype, mask_eps, threads, json_out, plot, shard,
+              store_dir, workers, scheduler):
     """Accuracy for every τ and T = 1, 2, 4, ..., T (the paper's Table 4).
 
     One simulation per τ with the largest T gives every smaller T (the mean
@@ -81,17 +94,28 @@ def sweep_cmd(weights, data, data_dir, taus, T, limit, dtype, mask_eps, threads,
       srp-np sweep --weights weights/vgg16_fmnist.npz --tau 0,2,4,8,16 --T 64 --limit 1000
       srp-np sweep --tau 0,4 --T 16 --json sweep.json --plot sweep.png
     """
-    from srp_np.sweep import format_table, parse_int_list, sweep
+    from srp_np.sweep import format_table, parse_int_list, sweep_counts, sweep_figures
 
     tau_list = parse_int_list(taus, "--tau")
     guard_outputs({"--json": json_out, "--plot": plot}, weights=weights, data=data)
+    spec = check_shard_outputs(shard, json_out, plot)
     check_range("--T", T, 1)
     dt = parse_dtype(dtype)
+    store = open_store(store_dir)
     with use_threads_option(threads):
-        model, x, y, origin = _load(weights, data, data_dir, limit)
+        model, x, y, origin, sctx = _load(weights, data, data_dir, limit, spec, subset=subset)
         announce_compilation(dt)
-        with progress_bar(len(x) * len(tau_list), "sweep") as bar:
-            res = sweep(model, x, y, tau_list, T, dtype=dt, mask_eps=mask_eps, progress=bar.update)
+        with open_engine(workers, scheduler, threads) as engine, \
+                progress_bar(len(x) * len(tau_list), "sweep") as bar:
+            counts = sweep_counts(model, x, y, tau_list, T, dtype=dt, mask_eps=mask_eps, progress=bar.update,
+                                  store=store, engine=engine)
+    report_store(store)
+    res = sweep_figures(counts, mask_eps)
+    if sctx is not None:
+        seconds = {"tau": counts.pop("seconds")}
+        write_partial(json_out, "sweep", sctx, model, {"taus": tau_list, "T": T, "dtype": np.dtype(dt).name,
+                                                       "mask_eps": mask_eps}, counts, seconds)
+        json_out = None
     res.update(model=model.path, data=origin, arch=model.graph.get("arch"), dtype=np.dtype(dt).name)
     if json_out != "-":
         arch = model.graph.get("arch", "")
@@ -135,6 +159,7 @@ def format_analysis(res: dict) -> str:
               help="Stage-2 steps (φ and ȳ are means over them). Default: the model's L (Theorem 1 assumes T = L; "
                    "with T ≠ L the cases also count the quantisation mismatch of the two grids).")
 @limit_option
+@subset_option
 @dtype_option
 @mask_eps_option
 @click.option("--batch-size", "-b", type=int, default=64, show_default=True,
@@ -143,7 +168,9 @@ def format_analysis(res: dict) -> str:
 @json_option
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write stacked bars per layer (like Figs. 3 and 5) here (PNG).")
-def analyze_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, batch_size, threads, json_out, plot):
+@shard_option
+def analyze_cmd(weights, data, data_dir, tau, T, limit, subset, dtype, mask_eps, batch_size, threads, json_out,
+                plot, shard):
     """Fractions of neurons in each unevenness-error case per IF layer (Figs. 3 and 5).
 
     For every IF layer, over all its neurons and all images: φ = θ·(stage-2
@@ -158,20 +185,29 @@ def analyze_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, batch_s
       srp-np analyze --weights weights/vgg16_fmnist.npz --tau 4 --limit 1000 --plot cases.png
       srp-np analyze --tau 8 --T 8 --json cases.json
     """
-    from srp_np.analysis import analyze
+    from srp_np.analysis import DEFAULT_RTOL, analysis_figures, analyze_counts
+    from srp_np.shard import shard_unit
 
     guard_outputs({"--json": json_out, "--plot": plot}, weights=weights, data=data)
+    spec = check_shard_outputs(shard, json_out, plot)
     check_range("--tau", tau, 1)
     check_range("--T", T, 1)
     check_range("--batch-size", batch_size, 1)
     dt = parse_dtype(dtype)
     with use_threads_option(threads):
-        model, x, y, origin = _load(weights, data, data_dir, limit)
+        # shards of whole chunks: the float64 ANN pass of each chunk is then the single run's
+        model, x, y, origin, sctx = _load(weights, data, data_dir, limit, spec, shard_unit(batch_size), subset)
         T = model.L if T is None else T
         announce_compilation(dt)
         with progress_bar(2 * len(x), "analyze") as bar:
-            res = analyze(model, x, tau, T, y=y, dtype=dt, mask_eps=mask_eps, chunk=batch_size,
-                          progress=bar.update)
+            counts = analyze_counts(model, x, tau, T, y=y, dtype=dt, mask_eps=mask_eps, chunk=batch_size,
+                                    progress=bar.update)
+    res = analysis_figures(model, counts, tau, T, rtol=DEFAULT_RTOL, mask_eps=mask_eps)
+    if sctx is not None:
+        write_partial(json_out, "analyze", sctx, model, {"tau": tau, "T": T, "dtype": np.dtype(dt).name,
+                                                         "mask_eps": mask_eps, "batch_size": batch_size,
+                                                         "rtol": DEFAULT_RTOL}, counts)
+        json_out = None
     res.update(model=model.path, data=origin, arch=model.graph.get("arch"))
     if json_out != "-":
         click.echo(f"{model.graph.get('arch', 'model')}: {len(x)} images ({origin}), L={model.L}")
@@ -221,6 +257,7 @@ def format_report(rep: dict) -> str:
 @click.option("--tau", type=int, default=4, show_default=True, help="Stage-1 steps; 0 = plain QCFS conversion.")
 @click.option("--T", "T", type=int, default=8, show_default=True, help="Stage-2 steps.")
 @limit_option
+@subset_option
 @dtype_option
 @mask_eps_option
 @click.option("--e-ac", type=float, default=0.9, show_default=True, callback=finite_float,
@@ -229,7 +266,9 @@ def format_report(rep: dict) -> str:
               help="Energy per multiply-accumulate in pJ (45 nm fp32 mult+add, Horowitz ISSCC 2014).")
 @threads_option
 @json_option
-def report_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, e_ac, e_mac, threads, json_out):
+@shard_option
+def report_cmd(weights, data, data_dir, tau, T, limit, subset, dtype, mask_eps, e_ac, e_mac, threads, json_out,
+               shard):
     """Costs: spikes, firing rates, synaptic operations, ANN MACs and an energy ESTIMATE.
 
     Per IF layer: spikes and firing rate (spikes per neuron per step) in
@@ -243,22 +282,30 @@ def report_cmd(weights, data, data_dir, tau, T, limit, dtype, mask_eps, e_ac, e_
       srp-np report --e-ac 0.03 --e-mac 0.2 --json costs.json   # 8-bit int energies
     """
     from srp_np.costs import cost_report
+    from srp_np.counts import RunCounts
     from srp_np.simulator import Simulator, check_run_memory
 
     guard_outputs({"--json": json_out}, weights=weights, data=data)
+    spec = check_shard_outputs(shard, json_out)
     check_range("--tau", tau, 0)
     check_range("--T", T, 1)
     if not (e_ac >= 0 and e_mac >= 0):
         raise SrpError("--e-ac and --e-mac must be non-negative numbers (pJ)")
     dt = parse_dtype(dtype)
     with use_threads_option(threads):
-        model, x, y, origin = _load(weights, data, data_dir, limit)
+        model, x, y, origin, sctx = _load(weights, data, data_dir, limit, spec, subset=subset)
         check_run_memory(model, dt, len(x), tau, T)      # before any kernel is compiled
         announce_compilation(dt)
         with progress_bar(len(x), f"simulating τ={tau} T={T}") as bar:
             res = Simulator(model, dt).run(x, tau, T, mask_eps=mask_eps, progress=bar.update)
-    rep = cost_report(model, res, e_ac=e_ac * 1e-12, e_mac=e_mac * 1e-12)
-    rep.update(model=model.path, data=origin, accuracy=float(res.accuracy(y)[-1]))
+    counts = RunCounts.from_result(res, y)
+    rep = cost_report(model, counts, e_ac=e_ac * 1e-12, e_mac=e_mac * 1e-12)
+    rep.update(model=model.path, data=origin, accuracy=float(counts.accuracy()[-1]))
+    if sctx is not None:
+        write_partial(json_out, "report", sctx, model, {"tau": tau, "T": T, "dtype": np.dtype(dt).name,
+                                                        "mask_eps": mask_eps, "e_ac": e_ac, "e_mac": e_mac},
+                      counts.to_json(), {"snn": res.seconds})
+        json_out = None
     if json_out != "-":
         click.echo(f"{model.graph.get('arch', 'model')}: {len(x)} images ({origin}); "
                    f"SNN accuracy after T={T}: {100 * rep['accuracy']:.2f}%")

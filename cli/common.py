@@ -37,23 +37,23 @@ def load_model_option(weights) -> "srp_np.model.Model":
     return load_model(weights)
 
 
-def load_data_option(model, data: str | None, data_dir: str | None, limit: int | None):
-    """Raw images and labels for ``--data``/``--data-dir``/``--limit``, fitted to the model.
+def load_source_option(model, data: str | None, data_dir: str | None, limit: int | None, subset: str = "first"):
+    """The data source for ``--data``/``--data-dir``/``--limit``/``--subset`` and its description.
 
     Without ``--data`` the data set the model names is used (the shipped
-    Fashion-MNIST test split for Fashion-MNIST models).
+    Fashion-MNIST test split for Fashion-MNIST models). An image folder
+    (ImageNet) is listed, not decoded (:class:`srp_np.datasets.ImageFolderSource`).
+    Labels are checked against the model's classes here; images are fitted to the
+    model when they are read.
     """
-    import math
-
     from srp_np import datasets
-    from srp_np.limits import check_memory
 
     if data is not None and str(data) == "":
         raise SrpError("--data needs a file name (omit the option for the model's own data set)")
     if data_dir is not None and str(data_dir) == "":
         raise SrpError("--data-dir needs a folder name")
     if data is not None:
-        x, y = datasets.load_npz_data(data)
+        src = datasets.ArraySource(*datasets.load_npz_data(data), str(data))
         origin = str(data)
     else:
         name = model.graph.get("dataset")
@@ -61,22 +61,38 @@ def load_data_option(model, data: str | None, data_dir: str | None, limit: int |
             raise SrpError("the model names no data set: pass --data D.npz")
         key = datasets.normalize_name(name)
         if key == "fashion-mnist" and data_dir is None:
-            x, y = datasets.load_shipped_test_set()
+            src = datasets.ArraySource(*datasets.load_shipped_test_set(), "shipped Fashion-MNIST test split")
             origin = "shipped Fashion-MNIST test split"
         else:
-            x, y = datasets.load_dataset(key, "test", data_dir)
+            src = datasets.dataset_source(key, "test", data_dir)
             origin = f"{key} test split"
-    if limit is not None:
-        x, y = x[:limit], y[:limit]
-    if len(x) == 0:
+    if limit is not None and limit < len(src):
+        src = src.take(datasets.subset_indices(src.labels, limit, subset))
+        if subset != "first":
+            origin += f", {subset} subset"
+    if len(src) == 0:
         raise SrpError("the data set holds no images")
-    # the float copies of the images (raw, padded, normalised) made before any simulation
-    check_memory(24 * len(x) * math.prod(model.input_shape), f"{len(x)} images of {list(model.input_shape)}",
-                 "evaluate fewer images at once (--limit)")
-    x = datasets.fit_to_shape(x, model.input_shape)
+    y = src.labels
     if y.min() < 0 or y.max() >= model.num_classes:
         raise SrpError(f"labels must lie in [0, {model.num_classes - 1}] for this model, "
                        f"found {int(y.min())}..{int(y.max())}")
+    return src, origin
+
+
+def load_data_option(model, data: str | None, data_dir: str | None, limit: int | None, subset: str = "first"):
+    """Raw images and labels for ``--data``/``--data-dir``/``--limit``/``--subset``, fitted to the model
+    (all in memory; see :func:`load_source_option` for a stream)."""
+    import math
+
+    from srp_np import datasets
+    from srp_np.limits import check_memory
+
+    src, origin = load_source_option(model, data, data_dir, limit, subset)
+    # the float copies of the images (raw, padded, normalised) made before any simulation
+    check_memory(24 * len(src) * math.prod(model.input_shape), f"{len(src)} images of {list(model.input_shape)}",
+                 "evaluate fewer images at once (--limit)")
+    x, y = src.read()
+    x = datasets.fit_to_shape(x, model.input_shape)
     return x, y, origin
 
 
@@ -220,7 +236,14 @@ data_option = click.option("--data", "-d", type=click.Path(dir_okay=False), defa
                                 "Default: the test split of the data set the model names.")
 data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                                help="Folder holding the model's data set in its standard format.")
-limit_option = click.option("--limit", type=int, default=None, help="Evaluate only the first N images.")
+limit_option = click.option("--limit", type=int, default=None,
+                            help="Evaluate only N images (which ones: --subset).")
+subset_option = click.option("--subset", type=click.Choice(["first", "balanced"]), default="first",
+                             show_default=True,
+                             help="With --limit N: 'first' = the first N images in data order (an image folder is "
+                                  "sorted by class, so only the first classes); 'balanced' = a deterministic "
+                                  "class-balanced subset (each class's first images, taken class by class in "
+                                  "rounds; class counts differ by at most one).")
 dtype_option = click.option("--dtype", default="float32", show_default=True,
                             help="float32, or float64 (exact oracle mode).")
 def finite_float(ctx, param, value):

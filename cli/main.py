@@ -119,6 +119,9 @@ def _register():
     cli.add_command(nir_group, "nir")
     from .verify_cmd import verify_cmd
     cli.add_command(verify_cmd, "verify")
+    from .dist_cmds import register as register_dist     # merge (issue 12)
+
+    register_dist(cli)
 
 
 _register()

@@ -7,33 +7,38 @@ import click
 import numpy as np
 
 from .common import (announce_compilation, atomic_write_bytes, batch_size_option, check_range, data_dir_option,
-                     data_option, dtype_option, guard_outputs, limit_option, load_data_option, load_model_option,
+                     data_option, dtype_option, guard_outputs, limit_option, load_model_option,
                      mask_eps_option, parse_dtype, progress_bar, threads_option, use_threads_option, weights_option,
                      write_json)
+from .common import load_source_option, subset_option
+from .dist_cmds import (check_shard_outputs, open_engine, scheduler_option, shard_option, take_shard_source,
+                         workers_option, write_partial)
 
 
-def _print_table(ev, model, origin) -> None:
+def print_run_table(j: dict, model, origin) -> None:
+    """The table of ``srp-np run`` from its JSON figures ``j`` (a run's, or merged shards')."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    mode = "plain QCFS conversion (τ = 0)" if ev.tau == 0 else f"SRP, τ = {ev.tau}"
-    console.print(f"[bold]{model.graph.get('arch', 'model')}[/bold]: {mode}; {ev.n_images} images ({origin}); "
-                  f"{ev.dtype}")
+    mode = "plain QCFS conversion (τ = 0)" if j["tau"] == 0 else f"SRP, τ = {j['tau']}"
+    console.print(f"[bold]{model.graph.get('arch', 'model')}[/bold]: {mode}; {j['n_images']} images ({origin}); "
+                  f"{j['dtype']}")
     table = Table()
     table.add_column("t", justify="right")
     table.add_column("latency τ+t", justify="right")
     table.add_column("SNN accuracy", justify="right")
     table.add_column("Δ vs ANN", justify="right")
-    for t, (lat, acc) in enumerate(zip(ev.latency, ev.accuracy), start=1):
-        table.add_row(str(t), str(lat), f"{100 * acc:.2f}%", f"{100 * (acc - ev.ann_accuracy):+.2f}")
+    for t, (lat, acc) in enumerate(zip(j["latency"], j["accuracy"]), start=1):
+        table.add_row(str(t), str(lat), f"{100 * acc:.2f}%", f"{100 * (acc - j['ann_accuracy']):+.2f}")
     console.print(table)
-    console.print(f"ANN (QCFS, L={model.L}) accuracy: {100 * ev.ann_accuracy:.2f}%")
-    console.print(f"spikes/image: {ev.spikes_per_image:,.0f}   synaptic ops/image: {ev.sops_per_image:,.0f}")
-    threads = f"{ev.threads} thread{'s' if ev.threads != 1 else ''}"
-    console.print(f"time: ANN {ev.ann_seconds:,.1f} s, SNN {ev.snn_seconds:,.1f} s "
-                  f"({ev.snn_images_per_second:,.1f} img/s), end to end {ev.total_seconds:,.1f} s "
-                  f"({ev.images_per_second_end_to_end:,.1f} img/s), {threads}", soft_wrap=True)
+    console.print(f"ANN (QCFS, L={model.L}) accuracy: {100 * j['ann_accuracy']:.2f}%")
+    console.print(f"spikes/image: {j['spikes_per_image']:,.0f}   synaptic ops/image: {j['sops_per_image']:,.0f}")
+    n = j["threads"]
+    threads = f"{n} thread{'s' if n != 1 else ''}" if n is not None else f"summed over {j.get('shards')} shards"
+    console.print(f"time: ANN {j['ann_seconds']:,.1f} s, SNN {j['snn_seconds']:,.1f} s "
+                  f"({j['snn_images_per_second']:,.1f} img/s), end to end {j['seconds_total']:,.1f} s "
+                  f"({j['images_per_second_end_to_end']:,.1f} img/s), {threads}", soft_wrap=True)
 
 
 @click.command()
@@ -47,14 +52,18 @@ def _print_table(ev, model, origin) -> None:
 @dtype_option
 @mask_eps_option
 @limit_option
+@subset_option
 @threads_option
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write the figures to this JSON file.")
 @click.option("--save-outputs", type=click.Path(dir_okay=False), default=None,
               help="Write outputs (T×N×K mean outputs), ann (N×K logits) and y to this .npz.")
 @click.option("--quiet", "-q", is_flag=True, help="No table; only errors (use with --json).")
-def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, limit, threads, json_out, save_outputs,
-            quiet):
+@shard_option
+@workers_option
+@scheduler_option
+def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, limit, subset, threads, json_out,
+            save_outputs, quiet, shard, workers, scheduler):
     """Simulate the SNN with SRP and report accuracy after every step.
 
     Runs τ stage-1 steps, silences every neuron whose residual membrane
@@ -71,7 +80,8 @@ def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, limit,
       srp-np run --weights weights/vgg16_fmnist.npz --tau 4 --T 16
       srp-np run --tau 0 --T 32 --json plain.json  # plain conversion
     """
-    from srp_np.evaluate import evaluate
+    from srp_np.evaluate import evaluate_source
+    from srp_np.shard import shard_unit
 
     t_start = time.perf_counter()
     check_range("--tau", tau, 0)
@@ -80,25 +90,33 @@ def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, limit,
     check_range("--limit", limit, 1)
     dt = parse_dtype(dtype)
     guard_outputs({"--json": json_out, "--save-outputs": save_outputs}, weights=weights, data=data)
+    spec = check_shard_outputs(shard, json_out)
     with use_threads_option(threads) as n_threads:
         model = load_model_option(weights)
-        x, y, origin = load_data_option(model, data, data_dir, limit)
+        src, origin = load_source_option(model, data, data_dir, limit, subset)
+        src, origin, sctx = take_shard_source(src, origin, spec, shard_unit())
         announce_compilation(dt)
-        with progress_bar(len(x), f"simulating τ={tau} T={T}") as bar:
-            ev = evaluate(model, x, y, tau, T, dtype=dt, mask_eps=mask_eps, batch_size=batch_size,
-                          progress=bar.update, threads=n_threads)
-        try:
-            from srp_np.costs import cost_report
-        except ImportError:
-            pass
-        else:
-            ev.extra["costs"] = cost_report(model, ev.result)
+        with open_engine(workers, scheduler, threads) as engine, \
+                progress_bar(len(src), f"simulating τ={tau} T={T}") as bar:
+            ev = evaluate_source(model, src, tau, T, dtype=dt, mask_eps=mask_eps, batch_size=batch_size,
+                                 progress=bar.update, threads=n_threads, keep_outputs=bool(save_outputs),
+                                 engine=engine)
+            if engine is not None:
+                ev.threads = engine.threads
+                ev.extra["workers"] = engine.n_workers
+        from srp_np.costs import cost_report
+
+        ev.extra["costs"] = cost_report(model, ev.counts)
     ev.seconds_total = time.perf_counter() - t_start
     ev.extra["model"] = model.path
     ev.extra["data"] = origin
     if not quiet:
-        _print_table(ev, model, origin)
-    if json_out:
+        print_run_table(ev.to_dict(), model, origin)
+    if sctx is not None:
+        write_partial(json_out, "run", sctx, model, {"tau": ev.tau, "T": ev.T, "dtype": ev.dtype,
+                                                     "mask_eps": ev.mask_eps}, ev.counts.to_json(),
+                      {"ann": ev.ann_seconds, "snn": ev.snn_seconds, "total": ev.total_seconds})
+    elif json_out:
         write_json(json_out, ev.to_dict())
     if save_outputs:
         outs = ev.result.outputs.astype(np.float32)

@@ -130,9 +130,64 @@ def case_counts(model, x, tau: int, T: int, dtype=np.float32, mask_eps: float = 
     return counts
 
 
+def analyze_counts(model, x, tau: int, T: int, y=None, dtype=np.float32, mask_eps: float = DEFAULT_MASK_EPS,
+                   rtol: float = DEFAULT_RTOL, chunk: int = 64, progress=None) -> dict:
+    """Exact counts behind :func:`analyze`: neurons·images per case, per IF layer, baseline and SRP.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable: ``{"n_images": N, "cases": {"baseline"|"srp": {layer: {"error_I"|"error_II":
+        [case1, case2, case3, case4, none]}}}, "correct": {"baseline"|"srp": int} (with ``y``)}``.
+        Counts of disjoint sets of images add up to the counts of their union.
+    """
+    tau, T = int(tau), int(T)
+    if tau < 1:
+        raise SrpError(f"--tau must be >= 1 for the SRP side of the comparison, got {tau}")
+    from .simulator import Simulator, check_run_memory
+
+    n = int(np.asarray(x).shape[0])
+    # refused before the simulator is built: one chunk's run with records, plus every chunk's outputs
+    check_run_memory(model, dtype, min(n, int(chunk)), tau, T, record=True,
+                     extra=2 * 8 * T * n * model.num_classes)
+    sim = Simulator(model, dtype)
+    runs = {"baseline": case_counts(model, x, 0, T, dtype, mask_eps, rtol, chunk, sim, progress),
+            "srp": case_counts(model, x, tau, T, dtype, mask_eps, rtol, chunk, sim, progress)}
+    out = {"n_images": n,
+           "cases": {k: {q["name"]: {e: [int(v) for v in c[q["name"]][e]] for e in ERRORS}
+                         for q in model.qcfs_nodes} for k, c in runs.items()}}
+    if y is not None:
+        y = np.asarray(y)
+        out["correct"] = {k: int((np.argmax(c["_accuracy_outputs"][T - 1], axis=-1) == y).sum())
+                          for k, c in runs.items()}
+    return out
+
+
+def analysis_figures(model, counts: dict, tau: int, T: int, rtol: float = DEFAULT_RTOL,
+                     mask_eps: float = DEFAULT_MASK_EPS) -> dict:
+    """Fractions from :func:`analyze_counts` (possibly summed over shards): case count / Σ counts
+    per layer and error; accuracy after T = correct / N."""
+    layers = []
+    for q in model.qcfs_nodes:
+        name = q["name"]
+        entry = {"name": name, "neurons": int(np.prod(model.shapes[name])), "threshold": float(q["threshold"])}
+        for key, c in counts["cases"].items():
+            entry[key] = {e: fractions(c[name][e]) for e in ERRORS}
+        layers.append(entry)
+    n = int(counts["n_images"])
+    out = {"layers": layers, "tau": int(tau), "T": int(T), "images": n, "L": model.L,
+           "rtol": rtol, "mask_eps": mask_eps}
+    if "correct" in counts:
+        out["accuracy"] = {k: (c / n if n else 0.0) for k, c in counts["correct"].items()}
+    return out
+
+
 def analyze(model, x, tau: int, T: int, y=None, dtype=np.float32, mask_eps: float = DEFAULT_MASK_EPS,
             rtol: float = DEFAULT_RTOL, chunk: int = 64, progress=None) -> dict:
     """Fractions of the four cases of Unevenness Error I/II per IF layer, baseline vs SRP.
+
+    A case's fraction is (neurons·images in the case) / (neurons·images) over all images,
+    from the integer counts of :func:`analyze_counts`.
 
     Parameters
     ----------
@@ -153,32 +208,9 @@ def analyze(model, x, tau: int, T: int, y=None, dtype=np.float32, mask_eps: floa
         {"error_I": {case: f}, "error_II": {...}}, "srp": {...}}, ...],
         "tau", "T", "images", "L", "rtol", "mask_eps"}`` (+ ``accuracy``).
     """
-    tau, T = int(tau), int(T)
-    if tau < 1:
-        raise SrpError(f"--tau must be >= 1 for the SRP side of the comparison, got {tau}")
-    from .simulator import Simulator, check_run_memory
-
-    n = int(np.asarray(x).shape[0])
-    # refused before the simulator is built: one chunk's run with records, plus every chunk's outputs
-    check_run_memory(model, dtype, min(n, int(chunk)), tau, T, record=True,
-                     extra=2 * 8 * T * n * model.num_classes)
-    sim = Simulator(model, dtype)
-    runs = {"baseline": case_counts(model, x, 0, T, dtype, mask_eps, rtol, chunk, sim, progress),
-            "srp": case_counts(model, x, tau, T, dtype, mask_eps, rtol, chunk, sim, progress)}
-    layers = []
-    for q in model.qcfs_nodes:
-        name = q["name"]
-        entry = {"name": name, "neurons": int(np.prod(model.shapes[name])), "threshold": float(q["threshold"])}
-        for key, c in runs.items():
-            entry[key] = {e: fractions(c[name][e]) for e in ERRORS}
-        layers.append(entry)
-    out = {"layers": layers, "tau": tau, "T": T, "images": int(np.asarray(x).shape[0]), "L": model.L,
-           "rtol": rtol, "mask_eps": mask_eps}
-    if y is not None:
-        y = np.asarray(y)
-        out["accuracy"] = {k: float((np.argmax(c["_accuracy_outputs"][T - 1], axis=-1) == y).mean())
-                           for k, c in runs.items()}
-    return out
+    counts = analyze_counts(model, x, tau, T, y=y, dtype=dtype, mask_eps=mask_eps, rtol=rtol, chunk=chunk,
+                            progress=progress)
+    return analysis_figures(model, counts, tau, T, rtol=rtol, mask_eps=mask_eps)
 
 
 def error_total(frac: dict) -> float:

@@ -77,8 +77,10 @@ def cost_report(model, res, e_ac: float = E_AC, e_mac: float = E_MAC) -> dict:
     Parameters
     ----------
     model : Model
-    res : SimResult
-        From :meth:`srp_np.simulator.Simulator.run` (``record`` not needed).
+    res : SimResult or RunCounts
+        From :meth:`srp_np.simulator.Simulator.run` (``record`` not needed), or the
+        exact counts of one (:class:`srp_np.counts.RunCounts`, e.g. summed over shards):
+        every per-image figure is Σ over images / N.
     e_ac, e_mac : float
         Energy (J) per accumulate and per multiply-accumulate.
 
@@ -89,8 +91,12 @@ def cost_report(model, res, e_ac: float = E_AC, e_mac: float = E_MAC) -> dict:
         "e_ac_j", "e_mac_j", "if_layers": [...], "synaptic_layers": [...],
         "totals": {...}}``; all counts are means per image.
     """
+    from .counts import RunCounts
+
+    if not isinstance(res, RunCounts):
+        res = RunCounts.from_result(res)
     tau, T = int(res.tau), int(res.T)
-    n = int(res.outputs.shape[1])
+    n = res.n_images
     static = static_nodes(model)
     if_layers = []
     tot_sp = tot_sp1 = 0.0
@@ -98,8 +104,7 @@ def cost_report(model, res, e_ac: float = E_AC, e_mac: float = E_MAC) -> dict:
     for q in model.qcfs_nodes:
         name = q["name"]
         neurons = int(res.neurons.get(name, int(np.prod(model.shapes[name]))))
-        sp = float(np.mean(res.spikes[name])) if name in res.spikes else 0.0
-        sp1 = float(np.mean(res.spikes_stage1[name])) if name in res.spikes_stage1 else 0.0
+        sp, sp1 = res.spikes_mean(name), res.spikes_mean(name, stage1=True)
         if_layers.append({"name": name, "neurons": neurons, "spikes": sp, "spikes_stage1": sp1,
                           "firing_rate": sp / (neurons * T),
                           "firing_rate_stage1": (sp1 / (neurons * tau)) if tau else None})
@@ -114,8 +119,7 @@ def cost_report(model, res, e_ac: float = E_AC, e_mac: float = E_MAC) -> dict:
         name = node["name"]
         m, a = ann_ops(model, node)
         analog = name in static
-        s2 = float(np.mean(res.sops[name])) if name in res.sops else 0.0
-        s1 = float(np.mean(res.sops_stage1[name])) if name in res.sops_stage1 else 0.0
+        s2, s1 = res.sops_mean(name), res.sops_mean(name, stage1=True)
         entry = {"name": name, "op": node["op"], "analog": analog, "sops": s2, "sops_stage1": s1,
                  "ann_macs": m, "ann_adds": a}
         if analog:

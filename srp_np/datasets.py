@@ -227,15 +227,31 @@ def load_cifar(name: str, split: str = "test", data_dir: Optional[str] = None):
 _IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 
 
-def load_image_folder(root, size: int = 224, resize: int = 256, limit: Optional[int] = None):
-    """ImageNet-style folder (one subfolder of JPEG/PNG images per class, classes
-    sorted by name): resize the short side to ``resize``, center-crop ``size``.
-    Needs Pillow."""
+def _decode_image(p: Path, size: int, resize: int) -> np.ndarray:
+    """One image file → 3×size×size uint8: short side resized to ``resize`` (bilinear), centre crop ``size``."""
+    from PIL import Image
+
     try:
-        from PIL import Image
+        with open_regular(p, "image") as fh, Image.open(fh) as im:    # a FIFO named x.jpg never blocks
+            im = im.convert("RGB")
+            w, h = im.size
+            s = resize / min(w, h)
+            nw, nh = max(size, round(w * s)), max(size, round(h * s))
+            im = im.resize((nw, nh), Image.BILINEAR)
+            left, top = (nw - size) // 2, (nh - size) // 2
+            im = im.crop((left, top, left + size, top + size))
+            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+    except SrpError:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+        raise SrpError(f"{p}: cannot read image ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def _folder_items(root: Path) -> list:
+    try:
+        from PIL import Image  # noqa: F401
     except ImportError:
         raise SrpError("reading image folders needs Pillow: pip install pillow") from None
-    root = Path(root)
     if not root.is_dir():
         raise SrpError(f"{root}: directory not found")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
@@ -248,29 +264,162 @@ def load_image_folder(root, size: int = 224, resize: int = 256, limit: Optional[
                 items.append((p, ci))
     if not items:
         raise SrpError(f"{root}: no images found in the class subfolders")
+    return items
+
+
+# ----------------------------------------------------------------------------- streaming sources
+
+class ArraySource:
+    """Images already in memory (``.npz``, idx, CIFAR, the shipped split) as a data source.
+
+    A data source knows its labels (``labels``, N) without decoding any image and
+    yields raw images on demand: ``read(start, stop)`` → ``(x, y)`` (uint8 or float32
+    N×C×H×W), ``take(indices)`` → a source of those images, ``batches(size)`` → an
+    iterator of ``(x, y)``. Memory: the arrays themselves.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, origin: str = "arrays"):
+        self.x, self.labels, self.origin = x, np.asarray(y, dtype=np.int64), origin
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def read(self, start: int = 0, stop: int | None = None):
+        return self.x[start:stop], self.labels[start:stop]
+
+    def take(self, indices) -> "ArraySource":
+        idx = _as_index(indices, len(self))
+        return ArraySource(self.x[idx], self.labels[idx], self.origin)
+
+    def batches(self, size: int, start: int = 0, stop: int | None = None):
+        return _batches(self, size, start, stop)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the images and labels."""
+        from .store import data_sha256
+
+        return data_sha256(self.x, self.labels)
+
+    @property
+    def image_shape(self) -> tuple:
+        return tuple(self.x.shape[1:])
+
+
+class ImageFolderSource:
+    """An ImageNet-style folder (one subfolder of images per class, classes sorted by name),
+    decoded lazily: listing the folder reads no image; ``read(start, stop)`` decodes just
+    those files (short side resized to ``resize``, centre crop ``size``, uint8 3×size×size).
+    Memory: one batch of decoded images plus the list of file names. Needs Pillow."""
+
+    def __init__(self, root, size: int = 224, resize: int = 256, items: list | None = None):
+        self.root, self.size, self.resize = Path(root), int(size), int(resize)
+        self.items = _folder_items(self.root) if items is None else list(items)
+        self.labels = np.array([c for _, c in self.items], dtype=np.int64)
+        self.origin = f"image folder {self.root}"
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def read(self, start: int = 0, stop: int | None = None):
+        items = self.items[start:stop]
+        x = np.empty((len(items), 3, self.size, self.size), np.uint8)
+        for i, (p, _) in enumerate(items):
+            x[i] = _decode_image(p, self.size, self.resize)
+        return x, np.array([c for _, c in items], dtype=np.int64)
+
+    def take(self, indices) -> "ImageFolderSource":
+        idx = _as_index(indices, len(self))
+        return ImageFolderSource(self.root, self.size, self.resize, [self.items[i] for i in np.arange(len(self))[idx]])
+
+    def batches(self, size: int, start: int = 0, stop: int | None = None):
+        return _batches(self, size, start, stop)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the file list: relative path, size, modification time and label of each file, and the
+        decoding settings (reading every file to hash it would cost a pass over the data)."""
+        import hashlib
+
+        h = hashlib.sha256(f"folder size={self.size} resize={self.resize}".encode())
+        for p, c in self.items:
+            try:
+                st = p.stat()
+                h.update(f"{p.relative_to(self.root)}|{st.st_size}|{st.st_mtime_ns}|{c}\n".encode())
+            except (OSError, ValueError):
+                h.update(f"{p}|?|{c}\n".encode())
+        return h.hexdigest()
+
+    @property
+    def image_shape(self) -> tuple:
+        return (3, self.size, self.size)
+
+
+def _as_index(indices, n: int):
+    if isinstance(indices, slice):
+        return indices
+    idx = np.asarray(indices, dtype=np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise SrpError(f"image index out of range 0..{n - 1}")
+    return idx
+
+
+def _batches(source, size: int, start: int = 0, stop: int | None = None):
+    stop = len(source) if stop is None else min(int(stop), len(source))
+    for s in range(int(start), stop, int(size)):
+        yield source.read(s, min(stop, s + int(size)))
+
+
+SUBSETS = ("first", "balanced")
+
+
+def subset_indices(labels, limit: int | None, subset: str = "first") -> np.ndarray:
+    """Which images ``--limit N --subset first|balanced`` evaluates (ascending indices).
+
+    * ``first``: the first N images in data order (for a class-sorted image folder, the
+      first classes only);
+    * ``balanced``: a deterministic class-balanced subset: the images are taken class by
+      class in rounds (round k takes each class's k-th image in data order, classes in label
+      order) until N are taken, so class counts differ by at most one (unless a class runs
+      out of images). The same N always gives the same images.
+    """
+    labels = np.asarray(labels)
+    n = int(labels.shape[0])
+    if subset not in SUBSETS:
+        raise SrpError(f"--subset must be one of {', '.join(SUBSETS)}, got {subset!r}")
+    if limit is None or limit >= n:
+        return np.arange(n)
+    if subset == "first":
+        return np.arange(int(limit))
+    order = np.argsort(labels, kind="stable")                 # grouped by class, data order inside
+    _, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+    rank = np.arange(n) - np.repeat(starts, counts)           # position of each image inside its class
+    chosen = order[np.lexsort((labels[order], rank))[:int(limit)]]
+    return np.sort(chosen)
+
+
+def load_image_folder(root, size: int = 224, resize: int = 256, limit: Optional[int] = None):
+    """ImageNet-style folder (one subfolder of JPEG/PNG images per class, classes
+    sorted by name): resize the short side to ``resize``, center-crop ``size``.
+    Reads every image into memory (see :class:`ImageFolderSource` to stream). Needs Pillow."""
+    src = ImageFolderSource(root, size, resize)
     if limit is not None:
-        items = items[:limit]
-    check_memory(len(items) * 3 * size * size * 8, f"{root}: {len(items)} images of 3x{size}x{size}",
+        src = src.take(slice(0, limit))
+    check_memory(len(src) * 3 * size * size * 8, f"{root}: {len(src)} images of 3x{size}x{size}",
                  "evaluate fewer images (--limit)")
-    x = np.empty((len(items), 3, size, size), np.uint8)
-    y = np.empty(len(items), np.int64)
-    for i, (p, ci) in enumerate(items):
-        try:
-            with open_regular(p, "image") as fh, Image.open(fh) as im:    # a FIFO named x.jpg never blocks
-                im = im.convert("RGB")
-                w, h = im.size
-                s = resize / min(w, h)
-                nw, nh = max(size, round(w * s)), max(size, round(h * s))
-                im = im.resize((nw, nh), Image.BILINEAR)
-                left, top = (nw - size) // 2, (nh - size) // 2
-                im = im.crop((left, top, left + size, top + size))
-                x[i] = np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
-        except SrpError:
-            raise
-        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
-            raise SrpError(f"{p}: cannot read image ({type(e).__name__}: {str(e)[:120]})") from None
-        y[i] = ci
-    return x, y
+    return src.read()
+
+
+def dataset_source(name: str, split: str = "test", data_dir: Optional[str] = None):
+    """A data source for a data set name: image folders (ImageNet) are decoded lazily;
+    the other formats are single files read whole (:class:`ArraySource`)."""
+    key = normalize_name(name)
+    if key != "imagenet":
+        x, y = load_dataset(key, split, data_dir)
+        return ArraySource(x, y, f"{key} {split} split")
+    if data_dir is None:
+        raise SrpError("imagenet: pass --data-dir (folder with train/ and val/ class subfolders)")
+    d = Path(data_dir)
+    sub = d / ("train" if split == "train" else "val")
+    return ImageFolderSource(sub if sub.is_dir() else d)
 
 
 # ----------------------------------------------------------------------------- npz

@@ -93,33 +93,36 @@ class Evaluation:
         return _rate(self.n_images, self.total_seconds)
 
     @property
+    def counts(self):
+        """The exact integer counts every figure is a ratio of (:class:`srp_np.counts.RunCounts`)."""
+        from .counts import RunCounts
+
+        if "_counts" not in self.__dict__:
+            self.__dict__["_counts"] = RunCounts.from_result(self.result, self.y, self.ann_logits)
+        return self.__dict__["_counts"]
+
+    @property
     def spikes_per_image(self) -> float:
         """Spikes per image over both stages (every spike costs energy)."""
-        r = self.result
-        return float(sum(r.spikes[k].sum() + r.spikes_stage1[k].sum() for k in r.spikes) / self.n_images)
+        return self.counts.spikes_per_image
 
     @property
     def sops_per_image(self) -> float:
         """Synaptic operations per image over both stages."""
-        r = self.result
-        return float(sum(r.sops[k].sum() + r.sops_stage1[k].sum() for k in r.sops) / self.n_images)
+        return self.counts.sops_per_image
 
     def firing_rates(self) -> dict:
         """Spikes per neuron per step (both stages, τ + T steps) for each IF layer."""
-        r, steps = self.result, self.tau + self.T
-        return {k: float((r.spikes[k].sum() + r.spikes_stage1[k].sum()) / (r.neurons[k] * steps * self.n_images))
-                for k in r.spikes}
+        return self.counts.firing_rates()
 
     def to_dict(self) -> dict:
         """JSON-serialisable summary (the ``--json`` file of ``srp-np run``)."""
+        return {**run_figures(self.counts, self.dtype, self.mask_eps),
+                **self.timings(), **self.extra}
+
+    def timings(self) -> dict:
+        """The wall-time keys of the ``--json`` file (everything that is not a count)."""
         return {
-            "tau": self.tau, "T": self.T, "n_images": self.n_images, "dtype": self.dtype, "mask_eps": self.mask_eps,
-            "ann_accuracy": self.ann_accuracy,
-            "accuracy": [float(a) for a in self.accuracy],
-            "latency": self.latency,
-            "spikes_per_image": self.spikes_per_image,
-            "sops_per_image": self.sops_per_image,
-            "firing_rate": self.firing_rates(),
             "images_per_second": self.images_per_second,
             "seconds": self.seconds,
             "ann_seconds": self.ann_seconds,
@@ -129,8 +132,24 @@ class Evaluation:
             "snn_images_per_second": self.snn_images_per_second,
             "images_per_second_end_to_end": self.images_per_second_end_to_end,
             "threads": self.threads,
-            **self.extra,
         }
+
+
+def run_figures(counts, dtype: str, mask_eps: float) -> dict:
+    """The figures of ``srp-np run --json`` that come from counts (all but the wall times).
+
+    Accuracy after t steps = correct(t)/N; spikes and synaptic operations per image
+    = Σ/N over both stages; firing rate per IF layer = spikes/(neurons·(τ+T)·N).
+    """
+    return {
+        "tau": counts.tau, "T": counts.T, "n_images": counts.n_images, "dtype": dtype, "mask_eps": mask_eps,
+        "ann_accuracy": counts.ann_accuracy,
+        "accuracy": [float(a) for a in counts.accuracy()],
+        "latency": [counts.tau + t for t in range(1, counts.T + 1)],
+        "spikes_per_image": counts.spikes_per_image,
+        "sops_per_image": counts.sops_per_image,
+        "firing_rate": counts.firing_rates(),
+    }
 
 
 def _rate(n: int, seconds: float) -> float:
@@ -221,7 +240,115 @@ def evaluate(model, x_raw, y, tau: int, T: int, dtype=np.float32, mask_eps: floa
             progress(len(parts[-1].outputs[0]))
     seconds = time.perf_counter() - t0
     res = SimResult.concatenate(parts)
-    return Evaluation(tau=int(tau), T=int(T), ann_accuracy=float((logits.argmax(1) == y).mean()),
-                      accuracy=res.accuracy(y), result=res, ann_logits=logits, y=y, seconds=seconds,
-                      dtype=np.dtype(sim.dtype).name, mask_eps=float(mask_eps), ann_seconds=ann_seconds,
-                      seconds_total=time.perf_counter() - t_start, threads=threads)
+    from .counts import RunCounts
+
+    counts = RunCounts.from_result(res, y, logits)
+    ev = Evaluation(tau=int(tau), T=int(T), ann_accuracy=counts.ann_accuracy, accuracy=counts.accuracy(),
+                    result=res, ann_logits=logits, y=y, seconds=seconds,
+                    dtype=np.dtype(sim.dtype).name, mask_eps=float(mask_eps), ann_seconds=ann_seconds,
+                    seconds_total=time.perf_counter() - t_start, threads=threads)
+    ev.__dict__["_counts"] = counts
+    return ev
+
+
+#: Images per block of a streamed evaluation for inputs of at most 3×64×64 values: the ANN's batch (so its
+#: BLAS calls, and their last bits, are those of :func:`evaluate` on the same images).
+BLOCK = 256
+
+
+def block_size(model) -> int:
+    """Images per block of a streamed evaluation (and per distributed task): :data:`BLOCK` for inputs of at
+    most 3×64×64 values, else the largest power of two ≤ BLOCK·3·64·64 / (C·H·W) (16 for 3×224×224), so
+    that one block's ANN pass stays about as large as 256 small images'. A power of two ≤ 256 divides the
+    shards' blocks of 256 images, so shards and tasks cut the same blocks as a single run."""
+    import math
+
+    values = math.prod(model.input_shape)
+    if values <= 3 * 64 * 64:
+        return BLOCK
+    return max(1, 2 ** int(math.floor(math.log2(max(1.0, BLOCK * 3 * 64 * 64 / values)))))
+
+
+def block_counts(model, sim, x_raw, y, tau: int, T: int, mask_eps: float = DEFAULT_MASK_EPS, batch_size: int = 64,
+                 threads: int | None = None, progress=None, keep_outputs: bool = False,
+                 ann_batch: int | None = None):
+    """Counts of raw images: the ANN in batches of ``ann_batch`` (default: all at once; :func:`block_size`
+    in a streamed evaluation, several batches computed at once on ``threads`` threads), the SNN in batches
+    of ``batch_size``.
+
+    Returns ``(RunCounts, ann_seconds, snn_seconds, outputs)`` with ``outputs`` =
+    ``(T×n×K outputs float32, n×K ANN logits float32)`` when ``keep_outputs``, else None.
+    """
+    from .counts import RunCounts
+
+    x = prepare_inputs(model, x_raw)
+    y = np.asarray(y)
+    t0 = time.perf_counter()
+    logits = ann_logits(model, x, batch_size=max(1, int(ann_batch or len(x))), threads=threads)
+    ann_s = time.perf_counter() - t0
+    parts = []
+    t0 = time.perf_counter()
+    for s in range(0, len(x), batch_size):
+        parts.append(sim.run(x[s:s + batch_size], tau, T, mask_eps=mask_eps))
+        if progress is not None:
+            progress(len(parts[-1].outputs[0]))
+    snn_s = time.perf_counter() - t0
+    res = SimResult.concatenate(parts)
+    outs = (res.outputs.astype(np.float32), logits.astype(np.float32)) if keep_outputs else None
+    return RunCounts.from_result(res, y, logits), ann_s, snn_s, outs
+
+
+def evaluate_source(model, source, tau: int, T: int, dtype=np.float32, mask_eps: float = DEFAULT_MASK_EPS,
+                    batch_size: int = 64, progress=None, threads: int | None = None,
+                    keep_outputs: bool = False, engine=None) -> Evaluation:
+    """:func:`evaluate` on a data source read block by block (memory bounded by one block).
+
+    Groups of ``threads`` blocks of :func:`block_size` images are read from ``source``
+    (:class:`srp_np.datasets.ArraySource` or :class:`~srp_np.datasets.ImageFolderSource`,
+    which decodes only the block's files), normalised, run through the ANN and the SNN,
+    reduced to exact counts (:class:`srp_np.counts.RunCounts`) and dropped. The figures
+    equal :func:`evaluate`'s on the same images bit for bit (same ANN batches, the blocks of a
+    group computed at once on one thread each as :func:`ann_logits` does; the SNN does not
+    depend on batching). Memory: one group (``threads`` blocks). ``keep_outputs`` also keeps the T×N×K outputs and N×K ANN
+    logits (for ``--save-outputs``). ``engine``: a :class:`srp_np.distributed.DaskEngine`
+    to run the blocks as tasks on a cluster instead of here.
+    """
+    import numba
+
+    t_start = time.perf_counter()
+    threads = numba.get_num_threads() if threads is None else int(threads)
+    n = len(source)
+    if n == 0:
+        from .errors import SrpError
+
+        raise SrpError("no images to evaluate")
+    if engine is not None:
+        counts, ann_s, snn_s, outs = engine.evaluate(model, source, tau, T, dtype=dtype, mask_eps=mask_eps,
+                                                     batch_size=batch_size, progress=progress,
+                                                     keep_outputs=keep_outputs)
+        dt_name = np.dtype(dtype).name
+    else:
+        # one block's run on top of its outputs; refused before the simulator is built
+        block = block_size(model)
+        check_run_memory(model, dtype, min(n, batch_size), tau, T,
+                         extra=2 * 8 * max(0, int(T)) * min(n, block * max(1, threads)) * model.num_classes)
+        sim = Simulator(model, dtype)
+        dt_name = np.dtype(sim.dtype).name
+        counts, ann_s, snn_s, outs = None, 0.0, 0.0, []
+        for x_raw, y in source.batches(block * max(1, threads)):
+            c, a, s, o = block_counts(model, sim, x_raw, y, tau, T, mask_eps, batch_size, threads, progress,
+                                      keep_outputs, ann_batch=block)
+            counts = c if counts is None else counts + c
+            ann_s, snn_s = ann_s + a, snn_s + s
+            outs.append(o)
+    logits = np.zeros((0, model.num_classes))
+    res = SimResult(outputs=np.zeros((int(T), 0, model.num_classes)), tau=int(tau), T=int(T))
+    if keep_outputs:
+        res.outputs = np.concatenate([o[0] for o in outs], axis=1)
+        logits = np.concatenate([o[1] for o in outs])
+    ev = Evaluation(tau=int(tau), T=int(T), ann_accuracy=counts.ann_accuracy, accuracy=counts.accuracy(),
+                    result=res, ann_logits=logits, y=np.asarray(source.labels), seconds=snn_s, dtype=dt_name,
+                    mask_eps=float(mask_eps), ann_seconds=ann_s, seconds_total=time.perf_counter() - t_start,
+                    threads=threads)
+    ev.__dict__["_counts"] = counts
+    return ev

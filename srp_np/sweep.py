@@ -45,9 +45,145 @@ def ann_accuracy(model, x, y, chunk: int = 256) -> float:
     return int((np.argmax(logits, axis=-1) == np.asarray(y)).sum()) / len(x)
 
 
+def sweep_counts(model, x, y, taus, T: int, dtype=np.float32, mask_eps: float = DEFAULT_MASK_EPS,
+                 progress=None, simulator=None, batch_size: int = 256, store=None, engine=None) -> dict:
+    """Exact counts of a sweep: correct predictions after t = 1..T for each τ, batch by batch.
+
+    Parameters
+    ----------
+    model, x, y, taus, T, dtype, mask_eps
+        As for :func:`sweep` (``x`` normalised).
+    batch_size : int
+        Images per unit of work (one cell = one τ on one batch); the counts do not depend on it.
+    store : ResultStore, optional
+        Finished units are read from and written to it (:mod:`srp_np.store`), keyed by the
+        model's hash, the batch's hash and the settings, so an interrupted sweep resumes
+        without recomputing finished cells.
+    engine : DaskEngine, optional
+        Run the cells that are not in the store as Dask tasks, one per cell and batch
+        (:class:`srp_np.distributed.DaskEngine`); each is stored as soon as it finishes.
+
+    Returns
+    -------
+    dict
+        ``{"taus", "T", "n_images", "ann_correct": int, "correct": {str(τ): [int] * T},
+        "seconds": {str(τ): s}}``; accuracy after t steps = ``correct[τ][t-1] / n_images``.
+    """
+    import time
+
+    from .simulator import Simulator, check_run_memory
+
+    T = int(T)
+    if T < 1:
+        raise SrpError(f"T must be >= 1, got {T}")
+    taus = [int(t) for t in taus]
+    n = int(len(x))
+    batch_size = max(1, int(batch_size))
+    if taus and n:   # refused before the simulator is built (no kernel compilation for a run that cannot fit)
+        check_run_memory(model, dtype if simulator is None else simulator.dtype, min(n, batch_size), max(taus), T)
+    y = np.asarray(y)
+    starts = list(range(0, n, batch_size))
+    dt_name = np.dtype(dtype if simulator is None else simulator.dtype).name
+    keys = {}
+    if store is not None:
+        from .store import data_sha256, model_sha256
+
+        m_hash = model_sha256(model)
+        d_hash = {s: data_sha256(np.asarray(x[s:s + batch_size], np.float32), y[s:s + batch_size]) for s in starts}
+        keys["ann"] = {s: store.key(kind="ann", model=m_hash, data=d_hash[s]) for s in starts}
+        for tau in taus:
+            keys[tau] = {s: store.key(kind="sweep-cell", model=m_hash, data=d_hash[s], tau=tau, T=T, dtype=dt_name,
+                                      mask_eps=float(mask_eps)) for s in starts}
+
+    def cached(kind, s):
+        return None if store is None else store.get(keys[kind][s])
+
+    ann_correct = 0
+    for s in starts:
+        c = cached("ann", s)
+        if c is None:
+            c = _ann_correct(model, x[s:s + batch_size], y[s:s + batch_size])
+            if store is not None:
+                store.put(keys["ann"][s], c, {"kind": "ann", "images": [s, min(n, s + batch_size)]})
+        ann_correct += int(c)
+    sim = simulator
+    out = {"taus": taus, "T": T, "n_images": n, "ann_correct": ann_correct, "correct": {}, "seconds": {}}
+    done, todo = {}, []
+    for tau in taus:
+        for s in starts:
+            c = cached(tau, s)
+            if c is None:
+                todo.append((tau, s))
+            else:
+                done[(tau, s)] = [int(v) for v in c]
+                if progress is not None:
+                    progress(len(x[s:s + batch_size]))
+
+    def finished(cell, c):
+        tau, s = cell
+        done[cell] = c
+        if store is not None:
+            store.put(keys[tau][s], c, {"kind": "sweep-cell", "tau": tau, "T": T,
+                                        "images": [s, min(n, s + batch_size)]})
+
+    seconds = {tau: 0.0 for tau in taus}
+    if engine is not None and todo:
+        # the cells run at once on the cluster: no wall time per τ
+        engine.sweep_cells(model, x, y, taus, T, dtype, mask_eps, batch_size, todo, progress, finished)
+        seconds = {tau: None for tau in taus}
+    else:
+        for tau, s in todo:
+            xb, yb = x[s:s + batch_size], y[s:s + batch_size]
+            if sim is None:
+                sim = Simulator(model, dtype)
+            t0 = time.perf_counter()
+            res = sim.run(xb, tau, T, mask_eps=mask_eps, record=False)
+            seconds[tau] += time.perf_counter() - t0
+            finished((tau, s), [int(v) for v in (res.predictions() == yb[None, :]).sum(axis=1)])
+            if progress is not None:
+                progress(len(xb))
+    for tau in taus:
+        correct = [0] * T
+        for s in starts:
+            correct = [a + b for a, b in zip(correct, done[(tau, s)])]
+        out["correct"][str(tau)] = correct
+        out["seconds"][str(tau)] = seconds[tau]
+    return out
+
+
+def _ann_correct(model, x, y) -> int:
+    """Images the QCFS ANN classifies correctly (float32, batches of 256)."""
+    from .evaluate import ann_logits
+
+    if len(x) == 0:
+        return 0
+    return int((np.argmax(ann_logits(model, x, batch_size=256), axis=-1) == np.asarray(y)).sum())
+
+
+def sweep_figures(counts: dict, mask_eps: float) -> dict:
+    """The sweep's figures from its counts (:func:`sweep_counts`, possibly summed over shards).
+
+    accuracy[τ][t-1] = correct[τ][t-1] / N, table[τ][t] for t in 1, 2, 4, ..., T,
+    ann_accuracy = ann_correct / N.
+    """
+    n, T = counts["n_images"], int(counts["T"])
+    steps = table_steps(T)
+    out = {"taus": list(counts["taus"]), "T": T, "images": n, "steps": steps, "mask_eps": mask_eps,
+           "ann_accuracy": counts["ann_correct"] / n if n else 0.0, "accuracy": {}, "table": {},
+           "seconds": dict(counts.get("seconds", {}))}
+    for tau in counts["taus"]:
+        acc = [c / n if n else 0.0 for c in counts["correct"][str(tau)]]
+        out["accuracy"][str(tau)] = acc
+        out["table"][str(tau)] = {str(t): acc[t - 1] for t in steps}
+    return out
+
+
 def sweep(model, x, y, taus, T: int, dtype=np.float32, mask_eps: float = DEFAULT_MASK_EPS,
-          progress=None, simulator=None) -> dict:
+          progress=None, simulator=None, batch_size: int = 256, store=None, engine=None) -> dict:
     """Accuracy after every t = 1..T for each τ.
+
+    Accuracy after t steps = (correct predictions after t stage-2 steps) / N, from
+    :func:`sweep_counts` (see there for ``batch_size`` and ``store``).
 
     Returns
     -------
@@ -57,26 +193,9 @@ def sweep(model, x, y, taus, T: int, dtype=np.float32, mask_eps: float = DEFAULT
         [acc after t = 1..T]}, "table": {str(τ): {str(t): acc for t in steps}},
         "seconds": {str(τ): s}}``.
     """
-    from .simulator import Simulator, check_run_memory
-
-    T = int(T)
-    if T < 1:
-        raise SrpError(f"T must be >= 1, got {T}")
-    taus = [int(t) for t in taus]
-    if taus:     # refused before the simulator is built (no kernel compilation for a run that cannot fit)
-        check_run_memory(model, dtype if simulator is None else simulator.dtype, len(x), max(taus), T)
-    sim = simulator or Simulator(model, dtype)
-    y = np.asarray(y)
-    steps = table_steps(T)
-    out = {"taus": taus, "T": T, "images": int(len(x)), "steps": steps, "mask_eps": mask_eps,
-           "ann_accuracy": ann_accuracy(model, x, y), "accuracy": {}, "table": {}, "seconds": {}}
-    for tau in taus:
-        res = sim.run(x, tau, T, mask_eps=mask_eps, record=False, progress=progress)
-        acc = res.accuracy(y)
-        out["accuracy"][str(tau)] = [float(a) for a in acc]
-        out["table"][str(tau)] = {str(t): float(acc[t - 1]) for t in steps}
-        out["seconds"][str(tau)] = float(res.seconds)
-    return out
+    counts = sweep_counts(model, x, y, taus, T, dtype=dtype, mask_eps=mask_eps, progress=progress,
+                          simulator=simulator, batch_size=batch_size, store=store, engine=engine)
+    return sweep_figures(counts, mask_eps)
 
 
 def row_label(tau: int) -> str:

@@ -33,7 +33,7 @@ def test_internal_error_is_one_line_exit_1(model_files, monkeypatch):
     def boom(*a, **k):
         raise ZeroDivisionError("deliberate")
 
-    monkeypatch.setattr(srp_np.evaluate, "evaluate", boom)
+    monkeypatch.setattr(srp_np.evaluate, "evaluate_source", boom)   # what `run` calls
     d = model_files
     r = run("run", "-w", d / "model.npz", "-d", d / "data.npz", "--T", 1)
     assert r.exit_code == 1, r.output
