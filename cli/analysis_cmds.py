@@ -12,7 +12,7 @@ from srp_np.errors import SrpError
 from srp_np.tables import text_table
 
 from .common import (announce_compilation, check_range, data_dir_option, data_option, dtype_option, finite_float,
-                     guard_outputs, json_text, limit_option, load_data_option, load_model_option, mask_eps_option,
+                     guard_outputs, json_text, limit_option, load_data_option, load_model_option, mask_eps_option, mask_rule_option,
                      parse_dtype, progress_bar, threads_option, use_threads_option, weights_option, write_json)
 from .common import subset_option
 from .dist_cmds import (check_shard_outputs, open_engine, open_store, report_store, scheduler_option, shard_option,
@@ -74,6 +74,7 @@ def _load(weights, data, data_dir, limit, shard=None, unit=None, subset="first")
 @subset_option
 @dtype_option
 @mask_eps_option
+@mask_rule_option
 @threads_option
 @json_option
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
@@ -82,8 +83,8 @@ def _load(weights, data, data_dir, limit, shard=None, unit=None, subset="first")
 @store_option
 @workers_option
 @scheduler_option
-def sweep_cmd(weights, data, data_dir, taus, T, limit, subset, dtype, mask_eps, threads, json_out, plot, shard,
-              store_dir, workers, scheduler):
+def sweep_cmd(weights, data, data_dir, taus, T, limit, subset, dtype, mask_eps, mask_rule, threads, json_out, plot,
+              shard, store_dir, workers, scheduler):
     """Accuracy for every τ and T = 1, 2, 4, ..., T (the paper's Table 4).
 
     One simulation per τ with the largest T gives every smaller T (the mean
@@ -108,13 +109,13 @@ def sweep_cmd(weights, data, data_dir, taus, T, limit, subset, dtype, mask_eps, 
         with open_engine(workers, scheduler, threads) as engine, \
                 progress_bar(len(x) * len(tau_list), "sweep") as bar:
             counts = sweep_counts(model, x, y, tau_list, T, dtype=dt, mask_eps=mask_eps, progress=bar.update,
-                                  store=store, engine=engine)
+                                  store=store, engine=engine, mask_rule=mask_rule)
     report_store(store)
-    res = sweep_figures(counts, mask_eps)
+    res = sweep_figures(counts, mask_eps, mask_rule)
     if sctx is not None:
         seconds = {"tau": counts.pop("seconds")}
         write_partial(json_out, "sweep", sctx, model, {"taus": tau_list, "T": T, "dtype": np.dtype(dt).name,
-                                                       "mask_eps": mask_eps}, counts, seconds)
+                                                       "mask_eps": mask_eps, "mask_rule": mask_rule}, counts, seconds)
         json_out = None
     res.update(model=model.path, data=origin, arch=model.graph.get("arch"), dtype=np.dtype(dt).name)
     if json_out != "-":
@@ -162,6 +163,7 @@ def format_analysis(res: dict) -> str:
 @subset_option
 @dtype_option
 @mask_eps_option
+@mask_rule_option
 @click.option("--batch-size", "-b", type=int, default=64, show_default=True,
               help="Images per simulator call (bounds memory; results do not depend on it).")
 @threads_option
@@ -169,8 +171,8 @@ def format_analysis(res: dict) -> str:
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write stacked bars per layer (like Figs. 3 and 5) here (PNG).")
 @shard_option
-def analyze_cmd(weights, data, data_dir, tau, T, limit, subset, dtype, mask_eps, batch_size, threads, json_out,
-                plot, shard):
+def analyze_cmd(weights, data, data_dir, tau, T, limit, subset, dtype, mask_eps, mask_rule, batch_size, threads,
+                json_out, plot, shard):
     """Fractions of neurons in each unevenness-error case per IF layer (Figs. 3 and 5).
 
     For every IF layer, over all its neurons and all images: φ = θ·(stage-2
@@ -201,11 +203,12 @@ def analyze_cmd(weights, data, data_dir, tau, T, limit, subset, dtype, mask_eps,
         announce_compilation(dt)
         with progress_bar(2 * len(x), "analyze") as bar:
             counts = analyze_counts(model, x, tau, T, y=y, dtype=dt, mask_eps=mask_eps, chunk=batch_size,
-                                    progress=bar.update)
-    res = analysis_figures(model, counts, tau, T, rtol=DEFAULT_RTOL, mask_eps=mask_eps)
+                                    progress=bar.update, mask_rule=mask_rule)
+    res = analysis_figures(model, counts, tau, T, rtol=DEFAULT_RTOL, mask_eps=mask_eps, mask_rule=mask_rule)
     if sctx is not None:
         write_partial(json_out, "analyze", sctx, model, {"tau": tau, "T": T, "dtype": np.dtype(dt).name,
-                                                         "mask_eps": mask_eps, "batch_size": batch_size,
+                                                         "mask_eps": mask_eps, "mask_rule": mask_rule,
+                                                         "batch_size": batch_size,
                                                          "rtol": DEFAULT_RTOL}, counts)
         json_out = None
     res.update(model=model.path, data=origin, arch=model.graph.get("arch"))
@@ -260,6 +263,7 @@ def format_report(rep: dict) -> str:
 @subset_option
 @dtype_option
 @mask_eps_option
+@mask_rule_option
 @click.option("--e-ac", type=float, default=0.9, show_default=True, callback=finite_float,
               help="Energy per accumulate (synaptic operation) in pJ (45 nm fp32 add, Horowitz ISSCC 2014).")
 @click.option("--e-mac", type=float, default=4.6, show_default=True, callback=finite_float,
@@ -267,8 +271,8 @@ def format_report(rep: dict) -> str:
 @threads_option
 @json_option
 @shard_option
-def report_cmd(weights, data, data_dir, tau, T, limit, subset, dtype, mask_eps, e_ac, e_mac, threads, json_out,
-               shard):
+def report_cmd(weights, data, data_dir, tau, T, limit, subset, dtype, mask_eps, mask_rule, e_ac, e_mac, threads,
+               json_out, shard):
     """Costs: spikes, firing rates, synaptic operations, ANN MACs and an energy ESTIMATE.
 
     Per IF layer: spikes and firing rate (spikes per neuron per step) in
@@ -297,13 +301,15 @@ def report_cmd(weights, data, data_dir, tau, T, limit, subset, dtype, mask_eps, 
         check_run_memory(model, dt, len(x), tau, T)      # before any kernel is compiled
         announce_compilation(dt)
         with progress_bar(len(x), f"simulating τ={tau} T={T}") as bar:
-            res = Simulator(model, dt).run(x, tau, T, mask_eps=mask_eps, progress=bar.update)
+            res = Simulator(model, dt).run(x, tau, T, mask_eps=mask_eps, progress=bar.update, mask_rule=mask_rule)
     counts = RunCounts.from_result(res, y)
     rep = cost_report(model, counts, e_ac=e_ac * 1e-12, e_mac=e_mac * 1e-12)
-    rep.update(model=model.path, data=origin, accuracy=float(counts.accuracy()[-1]))
+    rep.update(model=model.path, data=origin, accuracy=float(counts.accuracy()[-1]), mask_eps=mask_eps,
+               mask_rule=mask_rule)
     if sctx is not None:
         write_partial(json_out, "report", sctx, model, {"tau": tau, "T": T, "dtype": np.dtype(dt).name,
-                                                        "mask_eps": mask_eps, "e_ac": e_ac, "e_mac": e_mac},
+                                                        "mask_eps": mask_eps, "mask_rule": mask_rule, "e_ac": e_ac,
+                                                        "e_mac": e_mac},
                       counts.to_json(), {"snn": res.seconds})
         json_out = None
     if json_out != "-":

@@ -145,6 +145,7 @@ def merged_figures(merged: dict, model) -> dict:
     """The JSON a single run of the merged command writes (wall times: sums over the shards)."""
     cmd, st, counts, sec = merged["command"], merged["settings"], merged["counts"], merged["seconds"]
     data = merged["data"]["origin"]
+    rule = st.get("mask_rule", "authors")       # parts written before the mask rule was an option
     if cmd == "run":
         from srp_np.costs import cost_report
         from srp_np.evaluate import run_figures
@@ -152,7 +153,7 @@ def merged_figures(merged: dict, model) -> dict:
         n = counts.n_images
         ann, snn, tot = sec.get("ann", 0.0), sec.get("snn", 0.0), sec.get("total", 0.0)
         rate = lambda s: n / s if s > 0 else float("inf")
-        out = {**run_figures(counts, st["dtype"], st["mask_eps"]),
+        out = {**run_figures(counts, st["dtype"], st["mask_eps"], rule),
                "images_per_second": rate(snn), "seconds": snn, "ann_seconds": ann, "snn_seconds": snn,
                "other_seconds": max(0.0, tot - ann - snn), "seconds_total": tot, "snn_images_per_second": rate(snn),
                "images_per_second_end_to_end": rate(tot), "threads": None,
@@ -160,18 +161,20 @@ def merged_figures(merged: dict, model) -> dict:
     elif cmd == "sweep":
         from srp_np.sweep import sweep_figures
 
-        out = sweep_figures({**counts, "seconds": sec.get("tau", {})}, st["mask_eps"])
+        out = sweep_figures({**counts, "seconds": sec.get("tau", {})}, st["mask_eps"], rule)
         out.update(model=model.path, data=data, arch=model.graph.get("arch"), dtype=st["dtype"])
     elif cmd == "analyze":
         from srp_np.analysis import analysis_figures
 
-        out = analysis_figures(model, counts, st["tau"], st["T"], rtol=st["rtol"], mask_eps=st["mask_eps"])
+        out = analysis_figures(model, counts, st["tau"], st["T"], rtol=st["rtol"], mask_eps=st["mask_eps"],
+                               mask_rule=rule)
         out.update(model=model.path, data=data, arch=model.graph.get("arch"))
     else:
         from srp_np.costs import cost_report
 
         out = cost_report(model, counts, e_ac=st["e_ac"] * 1e-12, e_mac=st["e_mac"] * 1e-12)
-        out.update(model=model.path, data=data, accuracy=float(counts.accuracy()[-1]))
+        out.update(model=model.path, data=data, accuracy=float(counts.accuracy()[-1]), mask_eps=st["mask_eps"],
+                   mask_rule=rule)
     out["shards"] = merged["shards"]
     return out
 

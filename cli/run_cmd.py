@@ -8,7 +8,7 @@ import numpy as np
 
 from .common import (announce_compilation, atomic_write_bytes, batch_size_option, check_range, data_dir_option,
                      data_option, dtype_option, guard_outputs, limit_option, load_model_option,
-                     mask_eps_option, parse_dtype, progress_bar, threads_option, use_threads_option, weights_option,
+                     mask_eps_option, mask_rule_option, parse_dtype, progress_bar, threads_option, use_threads_option, weights_option,
                      write_json)
 from .common import load_source_option, subset_option
 from .dist_cmds import (check_shard_outputs, open_engine, scheduler_option, shard_option, take_shard_source,
@@ -51,6 +51,7 @@ def print_run_table(j: dict, model, origin) -> None:
 @batch_size_option
 @dtype_option
 @mask_eps_option
+@mask_rule_option
 @limit_option
 @subset_option
 @threads_option
@@ -62,7 +63,7 @@ def print_run_table(j: dict, model, origin) -> None:
 @shard_option
 @workers_option
 @scheduler_option
-def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, limit, subset, threads, json_out,
+def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, mask_rule, limit, subset, threads, json_out,
             save_outputs, quiet, shard, workers, scheduler):
     """Simulate the SNN with SRP and report accuracy after every step.
 
@@ -100,7 +101,7 @@ def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, limit,
                 progress_bar(len(src), f"simulating τ={tau} T={T}") as bar:
             ev = evaluate_source(model, src, tau, T, dtype=dt, mask_eps=mask_eps, batch_size=batch_size,
                                  progress=bar.update, threads=n_threads, keep_outputs=bool(save_outputs),
-                                 engine=engine)
+                                 engine=engine, mask_rule=mask_rule)
             if engine is not None:
                 ev.threads = engine.threads
                 ev.extra["workers"] = engine.n_workers
@@ -114,7 +115,8 @@ def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, limit,
         print_run_table(ev.to_dict(), model, origin)
     if sctx is not None:
         write_partial(json_out, "run", sctx, model, {"tau": ev.tau, "T": ev.T, "dtype": ev.dtype,
-                                                     "mask_eps": ev.mask_eps}, ev.counts.to_json(),
+                                                     "mask_eps": ev.mask_eps, "mask_rule": ev.mask_rule},
+                      ev.counts.to_json(),
                       {"ann": ev.ann_seconds, "snn": ev.snn_seconds, "total": ev.total_seconds})
     elif json_out:
         write_json(json_out, ev.to_dict())

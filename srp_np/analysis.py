@@ -36,7 +36,7 @@ import numpy as np
 from .analytic import qcfs
 from .ann import ann_forward
 from .errors import SrpError
-from .neuron import DEFAULT_MASK_EPS
+from .neuron import DEFAULT_MASK_EPS, DEFAULT_MASK_RULE
 
 CASES = ("case1", "case2", "case3", "case4", "none")
 ERRORS = ("error_I", "error_II")
@@ -91,7 +91,8 @@ def layer_cases(phi, a_ann, ybar, lam, L, rtol: float = DEFAULT_RTOL):
 
 
 def case_counts(model, x, tau: int, T: int, dtype=np.float32, mask_eps: float = DEFAULT_MASK_EPS,
-                rtol: float = DEFAULT_RTOL, chunk: int = 64, simulator=None, progress=None) -> dict:
+                rtol: float = DEFAULT_RTOL, chunk: int = 64, simulator=None, progress=None,
+                mask_rule: str = DEFAULT_MASK_RULE) -> dict:
     """Case counts per IF layer for one τ, over all images of ``x``.
 
     Images are processed in chunks of ``chunk`` so that the per-neuron
@@ -113,7 +114,7 @@ def case_counts(model, x, tau: int, T: int, dtype=np.float32, mask_eps: float = 
     outputs = []
     for s in range(0, x.shape[0], chunk):
         xb = x[s:s + chunk]
-        res = sim.run(xb, tau, T, mask_eps=mask_eps, record=True)
+        res = sim.run(xb, tau, T, mask_eps=mask_eps, record=True, mask_rule=mask_rule)
         _, acts = ann_forward(model, xb, np.float64, return_activations=True)
         outputs.append(res.outputs)
         for q in model.qcfs_nodes:
@@ -131,7 +132,7 @@ def case_counts(model, x, tau: int, T: int, dtype=np.float32, mask_eps: float = 
 
 
 def analyze_counts(model, x, tau: int, T: int, y=None, dtype=np.float32, mask_eps: float = DEFAULT_MASK_EPS,
-                   rtol: float = DEFAULT_RTOL, chunk: int = 64, progress=None) -> dict:
+                   rtol: float = DEFAULT_RTOL, chunk: int = 64, progress=None, mask_rule: str = DEFAULT_MASK_RULE) -> dict:
     """Exact counts behind :func:`analyze`: neurons·images per case, per IF layer, baseline and SRP.
 
     Returns
@@ -143,7 +144,7 @@ def analyze_counts(model, x, tau: int, T: int, y=None, dtype=np.float32, mask_ep
     """
     tau, T = int(tau), int(T)
     if tau < 1:
-        raise SrpError(f"--tau must be >= 1 for the SRP side of the comparison, got {tau}")
+        raise SrpError(f"`tau` must be >= 1 for the SRP side of the comparison, got {tau}")
     from .simulator import Simulator, check_run_memory
 
     n = int(np.asarray(x).shape[0])
@@ -152,7 +153,7 @@ def analyze_counts(model, x, tau: int, T: int, y=None, dtype=np.float32, mask_ep
                      extra=2 * 8 * T * n * model.num_classes)
     sim = Simulator(model, dtype)
     runs = {"baseline": case_counts(model, x, 0, T, dtype, mask_eps, rtol, chunk, sim, progress),
-            "srp": case_counts(model, x, tau, T, dtype, mask_eps, rtol, chunk, sim, progress)}
+            "srp": case_counts(model, x, tau, T, dtype, mask_eps, rtol, chunk, sim, progress, mask_rule=mask_rule)}
     out = {"n_images": n,
            "cases": {k: {q["name"]: {e: [int(v) for v in c[q["name"]][e]] for e in ERRORS}
                          for q in model.qcfs_nodes} for k, c in runs.items()}}
@@ -164,7 +165,7 @@ def analyze_counts(model, x, tau: int, T: int, y=None, dtype=np.float32, mask_ep
 
 
 def analysis_figures(model, counts: dict, tau: int, T: int, rtol: float = DEFAULT_RTOL,
-                     mask_eps: float = DEFAULT_MASK_EPS) -> dict:
+                     mask_eps: float = DEFAULT_MASK_EPS, mask_rule: str = DEFAULT_MASK_RULE) -> dict:
     """Fractions from :func:`analyze_counts` (possibly summed over shards): case count / Σ counts
     per layer and error; accuracy after T = correct / N."""
     layers = []
@@ -176,14 +177,14 @@ def analysis_figures(model, counts: dict, tau: int, T: int, rtol: float = DEFAUL
         layers.append(entry)
     n = int(counts["n_images"])
     out = {"layers": layers, "tau": int(tau), "T": int(T), "images": n, "L": model.L,
-           "rtol": rtol, "mask_eps": mask_eps}
+           "rtol": rtol, "mask_eps": mask_eps, "mask_rule": mask_rule}
     if "correct" in counts:
         out["accuracy"] = {k: (c / n if n else 0.0) for k, c in counts["correct"].items()}
     return out
 
 
 def analyze(model, x, tau: int, T: int, y=None, dtype=np.float32, mask_eps: float = DEFAULT_MASK_EPS,
-            rtol: float = DEFAULT_RTOL, chunk: int = 64, progress=None) -> dict:
+            rtol: float = DEFAULT_RTOL, chunk: int = 64, progress=None, mask_rule: str = DEFAULT_MASK_RULE) -> dict:
     """Fractions of the four cases of Unevenness Error I/II per IF layer, baseline vs SRP.
 
     A case's fraction is (neurons·images in the case) / (neurons·images) over all images,
@@ -206,11 +207,11 @@ def analyze(model, x, tau: int, T: int, y=None, dtype=np.float32, mask_eps: floa
     dict
         JSON-serialisable: ``{"layers": [{"name", "neurons", "baseline":
         {"error_I": {case: f}, "error_II": {...}}, "srp": {...}}, ...],
-        "tau", "T", "images", "L", "rtol", "mask_eps"}`` (+ ``accuracy``).
+        "tau", "T", "images", "L", "rtol", "mask_eps", "mask_rule"}`` (+ ``accuracy``).
     """
     counts = analyze_counts(model, x, tau, T, y=y, dtype=dtype, mask_eps=mask_eps, rtol=rtol, chunk=chunk,
-                            progress=progress)
-    return analysis_figures(model, counts, tau, T, rtol=rtol, mask_eps=mask_eps)
+                            progress=progress, mask_rule=mask_rule)
+    return analysis_figures(model, counts, tau, T, rtol=rtol, mask_eps=mask_eps, mask_rule=mask_rule)
 
 
 def error_total(frac: dict) -> float:

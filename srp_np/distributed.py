@@ -105,7 +105,7 @@ def _warm(key, dtype, threads: int) -> dict:
 
 
 def _block_task(key, block, tau: int, T: int, dtype, mask_eps: float, batch_size: int, threads: int,
-                keep_outputs: bool):
+                keep_outputs: bool, mask_rule: str = "authors"):
     """One block of a run: read (decode) the block's images here, then :func:`srp_np.evaluate.block_counts`."""
     from .evaluate import block_counts
     from .threads import blas_threads
@@ -115,16 +115,16 @@ def _block_task(key, block, tau: int, T: int, dtype, mask_eps: float, batch_size
     x_raw, y = block.read()
     with blas_threads(n):
         counts, ann_s, snn_s, outs = block_counts(model, _simulator(model, dtype), x_raw, y, tau, T, mask_eps,
-                                                  batch_size, n, None, keep_outputs)
+                                                  batch_size, n, None, keep_outputs, mask_rule=mask_rule)
     return counts.to_json(), ann_s, snn_s, outs
 
 
-def _cell_task(key, block, tau: int, T: int, dtype, mask_eps: float, threads: int):
+def _cell_task(key, block, tau: int, T: int, dtype, mask_eps: float, threads: int, mask_rule: str = "authors"):
     """One sweep cell on one block: correct predictions after t = 1..T (the block is normalised already)."""
     model = _model(key)
     _set_threads(threads)
     x, y = block
-    res = _simulator(model, dtype).run(x, tau, T, mask_eps=mask_eps, record=False)
+    res = _simulator(model, dtype).run(x, tau, T, mask_eps=mask_eps, record=False, mask_rule=mask_rule)
     return [int(v) for v in (res.predictions() == np.asarray(y)[None, :]).sum(axis=1)]
 
 
@@ -270,7 +270,7 @@ class DaskEngine:
 
     # -- work
     def evaluate(self, model, source, tau: int, T: int, dtype=np.float32, mask_eps: float = 1e-3,
-                 batch_size: int = 64, progress=None, keep_outputs: bool = False):
+                 batch_size: int = 64, progress=None, keep_outputs: bool = False, mask_rule: str = "authors"):
         """A streamed evaluation (:func:`srp_np.evaluate.evaluate_source`) with one task per block.
 
         Returns ``(RunCounts, ann_seconds, snn_seconds, outputs)`` as the single-process loop does
@@ -281,7 +281,7 @@ class DaskEngine:
         self.prepare(model, dtype)
         n, block = len(source), block_size(model)
         items = [(source.take(slice(s, min(n, s + block))), int(tau), int(T), dtype, float(mask_eps),
-                  int(batch_size), self.threads, bool(keep_outputs)) for s in range(0, n, block)]
+                  int(batch_size), self.threads, bool(keep_outputs), mask_rule) for s in range(0, n, block)]
         weights = [len(it[0]) for it in items]
         results = self._map(_block_task, items, progress, weights)
         counts = None
@@ -295,7 +295,7 @@ class DaskEngine:
         return counts, ann_s, snn_s, outs
 
     def sweep_cells(self, model, x, y, taus, T: int, dtype, mask_eps: float, block: int, todo: list,
-                    progress=None, on_done=None) -> dict:
+                    progress=None, on_done=None, mask_rule: str = "authors") -> dict:
         """Correct-prediction counts of the sweep cells ``todo`` = [(τ, start)], one task each;
         ``on_done((τ, start), counts)`` as each finishes (e.g. to store it)."""
         self.prepare(model, dtype)
@@ -303,7 +303,7 @@ class DaskEngine:
         # the block travels inside each task (not scattered: scattered data that lives on one worker is
         # lost with it, and the tasks that need it would fail instead of being run again)
         items = [((x[s:s + block], np.asarray(y[s:s + block])), int(tau), int(T), dtype, float(mask_eps),
-                  self.threads) for tau, s in todo]
+                  self.threads, mask_rule) for tau, s in todo]
         weights = [min(n, s + block) - s for _, s in todo]
         cb = None if on_done is None else (lambda i, r: on_done(todo[i], r))
         results = self._map(_cell_task, items, progress, weights, cb)

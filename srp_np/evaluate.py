@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .ann import ann_forward
-from .neuron import DEFAULT_MASK_EPS
+from .neuron import DEFAULT_MASK_EPS, DEFAULT_MASK_RULE
 from .ops import Workspace
 from .simulator import SimResult, Simulator, check_run_memory
 
@@ -59,6 +59,7 @@ class Evaluation:
     dtype: str = "float32"
     mask_eps: float = DEFAULT_MASK_EPS
     ann_seconds: float = 0.0
+    mask_rule: str = DEFAULT_MASK_RULE
     seconds_total: float | None = None
     threads: int | None = None
     extra: dict = field(default_factory=dict)
@@ -117,7 +118,7 @@ class Evaluation:
 
     def to_dict(self) -> dict:
         """JSON-serialisable summary (the ``--json`` file of ``srp-np run``)."""
-        return {**run_figures(self.counts, self.dtype, self.mask_eps),
+        return {**run_figures(self.counts, self.dtype, self.mask_eps, self.mask_rule),
                 **self.timings(), **self.extra}
 
     def timings(self) -> dict:
@@ -135,7 +136,7 @@ class Evaluation:
         }
 
 
-def run_figures(counts, dtype: str, mask_eps: float) -> dict:
+def run_figures(counts, dtype: str, mask_eps: float, mask_rule: str = DEFAULT_MASK_RULE) -> dict:
     """The figures of ``srp-np run --json`` that come from counts (all but the wall times).
 
     Accuracy after t steps = correct(t)/N; spikes and synaptic operations per image
@@ -143,7 +144,7 @@ def run_figures(counts, dtype: str, mask_eps: float) -> dict:
     """
     return {
         "tau": counts.tau, "T": counts.T, "n_images": counts.n_images, "dtype": dtype, "mask_eps": mask_eps,
-        "ann_accuracy": counts.ann_accuracy,
+        "mask_rule": mask_rule, "ann_accuracy": counts.ann_accuracy,
         "accuracy": [float(a) for a in counts.accuracy()],
         "latency": [counts.tau + t for t in range(1, counts.T + 1)],
         "spikes_per_image": counts.spikes_per_image,
@@ -200,7 +201,7 @@ def ann_logits(model, x, batch_size: int = 256, threads: int | None = None) -> n
 
 def evaluate(model, x_raw, y, tau: int, T: int, dtype=np.float32, mask_eps: float = DEFAULT_MASK_EPS,
              batch_size: int = 64, progress=None, simulator: Simulator | None = None,
-             threads: int | None = None) -> Evaluation:
+             threads: int | None = None, mask_rule: str = DEFAULT_MASK_RULE) -> Evaluation:
     """Run the ANN and the SNN (SRP with ``tau`` stage-1 steps, ``T`` stage-2 steps) on a data set.
 
     Parameters
@@ -235,7 +236,7 @@ def evaluate(model, x_raw, y, tau: int, T: int, dtype=np.float32, mask_eps: floa
     parts = []
     t0 = time.perf_counter()
     for s in range(0, len(x), batch_size):
-        parts.append(sim.run(x[s:s + batch_size], tau, T, mask_eps=mask_eps))
+        parts.append(sim.run(x[s:s + batch_size], tau, T, mask_eps=mask_eps, mask_rule=mask_rule))
         if progress is not None:
             progress(len(parts[-1].outputs[0]))
     seconds = time.perf_counter() - t0
@@ -246,7 +247,7 @@ def evaluate(model, x_raw, y, tau: int, T: int, dtype=np.float32, mask_eps: floa
     ev = Evaluation(tau=int(tau), T=int(T), ann_accuracy=counts.ann_accuracy, accuracy=counts.accuracy(),
                     result=res, ann_logits=logits, y=y, seconds=seconds,
                     dtype=np.dtype(sim.dtype).name, mask_eps=float(mask_eps), ann_seconds=ann_seconds,
-                    seconds_total=time.perf_counter() - t_start, threads=threads)
+                    seconds_total=time.perf_counter() - t_start, threads=threads, mask_rule=mask_rule)
     ev.__dict__["_counts"] = counts
     return ev
 
@@ -271,7 +272,7 @@ def block_size(model) -> int:
 
 def block_counts(model, sim, x_raw, y, tau: int, T: int, mask_eps: float = DEFAULT_MASK_EPS, batch_size: int = 64,
                  threads: int | None = None, progress=None, keep_outputs: bool = False,
-                 ann_batch: int | None = None):
+                 ann_batch: int | None = None, mask_rule: str = DEFAULT_MASK_RULE):
     """Counts of raw images: the ANN in batches of ``ann_batch`` (default: all at once; :func:`block_size`
     in a streamed evaluation, several batches computed at once on ``threads`` threads), the SNN in batches
     of ``batch_size``.
@@ -289,7 +290,7 @@ def block_counts(model, sim, x_raw, y, tau: int, T: int, mask_eps: float = DEFAU
     parts = []
     t0 = time.perf_counter()
     for s in range(0, len(x), batch_size):
-        parts.append(sim.run(x[s:s + batch_size], tau, T, mask_eps=mask_eps))
+        parts.append(sim.run(x[s:s + batch_size], tau, T, mask_eps=mask_eps, mask_rule=mask_rule))
         if progress is not None:
             progress(len(parts[-1].outputs[0]))
     snn_s = time.perf_counter() - t0
@@ -300,7 +301,7 @@ def block_counts(model, sim, x_raw, y, tau: int, T: int, mask_eps: float = DEFAU
 
 def evaluate_source(model, source, tau: int, T: int, dtype=np.float32, mask_eps: float = DEFAULT_MASK_EPS,
                     batch_size: int = 64, progress=None, threads: int | None = None,
-                    keep_outputs: bool = False, engine=None) -> Evaluation:
+                    keep_outputs: bool = False, engine=None, mask_rule: str = DEFAULT_MASK_RULE) -> Evaluation:
     """:func:`evaluate` on a data source read block by block (memory bounded by one block).
 
     Groups of ``threads`` blocks of :func:`block_size` images are read from ``source``
@@ -325,7 +326,7 @@ def evaluate_source(model, source, tau: int, T: int, dtype=np.float32, mask_eps:
     if engine is not None:
         counts, ann_s, snn_s, outs = engine.evaluate(model, source, tau, T, dtype=dtype, mask_eps=mask_eps,
                                                      batch_size=batch_size, progress=progress,
-                                                     keep_outputs=keep_outputs)
+                                                     keep_outputs=keep_outputs, mask_rule=mask_rule)
         dt_name = np.dtype(dtype).name
     else:
         # one block's run on top of its outputs; refused before the simulator is built
@@ -337,7 +338,7 @@ def evaluate_source(model, source, tau: int, T: int, dtype=np.float32, mask_eps:
         counts, ann_s, snn_s, outs = None, 0.0, 0.0, []
         for x_raw, y in source.batches(block * max(1, threads)):
             c, a, s, o = block_counts(model, sim, x_raw, y, tau, T, mask_eps, batch_size, threads, progress,
-                                      keep_outputs, ann_batch=block)
+                                      keep_outputs, ann_batch=block, mask_rule=mask_rule)
             counts = c if counts is None else counts + c
             ann_s, snn_s = ann_s + a, snn_s + s
             outs.append(o)
@@ -349,6 +350,6 @@ def evaluate_source(model, source, tau: int, T: int, dtype=np.float32, mask_eps:
     ev = Evaluation(tau=int(tau), T=int(T), ann_accuracy=counts.ann_accuracy, accuracy=counts.accuracy(),
                     result=res, ann_logits=logits, y=np.asarray(source.labels), seconds=snn_s, dtype=dt_name,
                     mask_eps=float(mask_eps), ann_seconds=ann_s, seconds_total=time.perf_counter() - t_start,
-                    threads=threads)
+                    threads=threads, mask_rule=mask_rule)
     ev.__dict__["_counts"] = counts
     return ev

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import SrpError
-from .neuron import DEFAULT_MASK_EPS
+from .neuron import DEFAULT_MASK_EPS, DEFAULT_MASK_RULE
+from .tables import text_table
 
 
 def parse_int_list(text: str, what: str = "value") -> list:
@@ -46,12 +47,13 @@ def ann_accuracy(model, x, y, chunk: int = 256) -> float:
 
 
 def sweep_counts(model, x, y, taus, T: int, dtype=np.float32, mask_eps: float = DEFAULT_MASK_EPS,
-                 progress=None, simulator=None, batch_size: int = 256, store=None, engine=None) -> dict:
+                 progress=None, simulator=None, batch_size: int = 256, store=None, engine=None,
+                 mask_rule: str = DEFAULT_MASK_RULE) -> dict:
     """Exact counts of a sweep: correct predictions after t = 1..T for each τ, batch by batch.
 
     Parameters
     ----------
-    model, x, y, taus, T, dtype, mask_eps
+    model, x, y, taus, T, dtype, mask_eps, mask_rule
         As for :func:`sweep` (``x`` normalised).
     batch_size : int
         Images per unit of work (one cell = one τ on one batch); the counts do not depend on it.
@@ -75,7 +77,7 @@ def sweep_counts(model, x, y, taus, T: int, dtype=np.float32, mask_eps: float = 
 
     T = int(T)
     if T < 1:
-        raise SrpError(f"T must be >= 1, got {T}")
+        raise SrpError(f"`T` must be >= 1, got {T}")
     taus = [int(t) for t in taus]
     n = int(len(x))
     batch_size = max(1, int(batch_size))
@@ -93,7 +95,7 @@ def sweep_counts(model, x, y, taus, T: int, dtype=np.float32, mask_eps: float = 
         keys["ann"] = {s: store.key(kind="ann", model=m_hash, data=d_hash[s]) for s in starts}
         for tau in taus:
             keys[tau] = {s: store.key(kind="sweep-cell", model=m_hash, data=d_hash[s], tau=tau, T=T, dtype=dt_name,
-                                      mask_eps=float(mask_eps)) for s in starts}
+                                      mask_eps=float(mask_eps), mask_rule=mask_rule) for s in starts}
 
     def cached(kind, s):
         return None if store is None else store.get(keys[kind][s])
@@ -129,7 +131,8 @@ def sweep_counts(model, x, y, taus, T: int, dtype=np.float32, mask_eps: float = 
     seconds = {tau: 0.0 for tau in taus}
     if engine is not None and todo:
         # the cells run at once on the cluster: no wall time per τ
-        engine.sweep_cells(model, x, y, taus, T, dtype, mask_eps, batch_size, todo, progress, finished)
+        engine.sweep_cells(model, x, y, taus, T, dtype, mask_eps, batch_size, todo, progress, finished,
+                           mask_rule=mask_rule)
         seconds = {tau: None for tau in taus}
     else:
         for tau, s in todo:
@@ -137,7 +140,7 @@ def sweep_counts(model, x, y, taus, T: int, dtype=np.float32, mask_eps: float = 
             if sim is None:
                 sim = Simulator(model, dtype)
             t0 = time.perf_counter()
-            res = sim.run(xb, tau, T, mask_eps=mask_eps, record=False)
+            res = sim.run(xb, tau, T, mask_eps=mask_eps, record=False, mask_rule=mask_rule)
             seconds[tau] += time.perf_counter() - t0
             finished((tau, s), [int(v) for v in (res.predictions() == yb[None, :]).sum(axis=1)])
             if progress is not None:
@@ -160,7 +163,7 @@ def _ann_correct(model, x, y) -> int:
     return int((np.argmax(ann_logits(model, x, batch_size=256), axis=-1) == np.asarray(y)).sum())
 
 
-def sweep_figures(counts: dict, mask_eps: float) -> dict:
+def sweep_figures(counts: dict, mask_eps: float, mask_rule: str = DEFAULT_MASK_RULE) -> dict:
     """The sweep's figures from its counts (:func:`sweep_counts`, possibly summed over shards).
 
     accuracy[τ][t-1] = correct[τ][t-1] / N, table[τ][t] for t in 1, 2, 4, ..., T,
@@ -169,6 +172,7 @@ def sweep_figures(counts: dict, mask_eps: float) -> dict:
     n, T = counts["n_images"], int(counts["T"])
     steps = table_steps(T)
     out = {"taus": list(counts["taus"]), "T": T, "images": n, "steps": steps, "mask_eps": mask_eps,
+           "mask_rule": mask_rule,
            "ann_accuracy": counts["ann_correct"] / n if n else 0.0, "accuracy": {}, "table": {},
            "seconds": dict(counts.get("seconds", {}))}
     for tau in counts["taus"]:
@@ -179,7 +183,8 @@ def sweep_figures(counts: dict, mask_eps: float) -> dict:
 
 
 def sweep(model, x, y, taus, T: int, dtype=np.float32, mask_eps: float = DEFAULT_MASK_EPS,
-          progress=None, simulator=None, batch_size: int = 256, store=None, engine=None) -> dict:
+          progress=None, simulator=None, batch_size: int = 256, store=None, engine=None,
+          mask_rule: str = DEFAULT_MASK_RULE) -> dict:
     """Accuracy after every t = 1..T for each τ.
 
     Accuracy after t steps = (correct predictions after t stage-2 steps) / N, from
@@ -194,8 +199,9 @@ def sweep(model, x, y, taus, T: int, dtype=np.float32, mask_eps: float = DEFAULT
         "seconds": {str(τ): s}}``.
     """
     counts = sweep_counts(model, x, y, taus, T, dtype=dtype, mask_eps=mask_eps, progress=progress,
-                          simulator=simulator, batch_size=batch_size, store=store, engine=engine)
-    return sweep_figures(counts, mask_eps)
+                          simulator=simulator, batch_size=batch_size, store=store, engine=engine,
+                          mask_rule=mask_rule)
+    return sweep_figures(counts, mask_eps, mask_rule)
 
 
 def row_label(tau: int) -> str:
@@ -211,6 +217,4 @@ def format_table(result: dict, arch: str = "") -> str:
         r = [row_label(tau)] + ([arch] if arch else []) + [f"{100 * result['ann_accuracy']:.2f}%"]
         r += [f"{100 * result['table'][str(tau)][str(t)]:.2f}%" for t in steps]
         rows.append(r)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    return "\n".join(text_table(head, rows))

@@ -45,6 +45,7 @@ def test_store_hits_give_the_same_counts_and_every_change_misses(tmp_path):
         return s.misses, out
 
     assert misses(mask_eps=0.0)[0] == 6                  # every cell; the ANN does not depend on ε
+    assert misses(mask_rule="paper")[0] == 6
     assert misses(T=5)[0] == 6
     assert misses(taus=[0, 3])[0] == 3                   # τ = 0 cells are reused
     assert misses(dtype=np.float64)[0] == 6
