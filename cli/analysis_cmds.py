@@ -11,7 +11,7 @@ import numpy as np
 from srp_np.errors import SrpError
 from srp_np.tables import text_table
 
-from .common import (announce_compilation, check_range, data_dir_option, data_option, dtype_option, finite_float,
+from .common import (announce_compilation, data_dir_option, data_option, dtype_option, finite_float,
                      guard_outputs, json_text, limit_option, load_data_option, load_model_option, mask_eps_option, mask_rule_option,
                      parse_dtype, progress_bar, threads_option, use_threads_option, weights_option, write_json)
 from .common import subset_option
@@ -53,7 +53,6 @@ def _load(weights, data, data_dir, limit, shard=None, unit=None, subset="first")
     """Model, normalised images, labels, origin, and the shard context (None without ``--shard``)."""
     from srp_np.shard import shard_unit
 
-    check_range("--limit", limit, 1)
     model = load_model_option(weights)
     x_raw, y, origin = load_data_option(model, data, data_dir, limit, subset)
     x_raw, y, origin, sctx = take_shard(x_raw, np.asarray(y), origin, shard, unit or shard_unit())
@@ -68,7 +67,7 @@ def _load(weights, data, data_dir, limit, shard=None, unit=None, subset="first")
 @data_dir_option
 @click.option("--tau", "taus", default="0,2,4,8,16", show_default=True,
               help="Comma-separated stage-1 lengths; 0 = plain QCFS conversion.")
-@click.option("--T", "T", type=int, default=64, show_default=True,
+@click.option("--T", "T", type=click.IntRange(min=1), default=64, show_default=True,
               help="Largest stage-2 length; every t = 1..T comes from the same run.")
 @limit_option
 @subset_option
@@ -100,7 +99,6 @@ def sweep_cmd(weights, data, data_dir, taus, T, limit, subset, dtype, mask_eps, 
     tau_list = parse_int_list(taus, "--tau")
     guard_outputs({"--json": json_out, "--plot": plot}, weights=weights, data=data)
     spec = check_shard_outputs(shard, json_out, plot)
-    check_range("--T", T, 1)
     dt = parse_dtype(dtype)
     store = open_store(store_dir)
     with use_threads_option(threads):
@@ -155,8 +153,9 @@ def format_analysis(res: dict) -> str:
 @weights_option
 @data_option
 @data_dir_option
-@click.option("--tau", type=int, default=4, show_default=True, help="SRP stage-1 length (compared with τ = 0).")
-@click.option("--T", "T", type=int, default=None,
+@click.option("--tau", type=click.IntRange(min=1), default=4, show_default=True,
+              help="SRP stage-1 length (compared with τ = 0).")
+@click.option("--T", "T", type=click.IntRange(min=1), default=None,
               help="Stage-2 steps (φ and ȳ are means over them). Default: the model's L (Theorem 1 assumes T = L; "
                    "with T ≠ L the cases also count the quantisation mismatch of the two grids).")
 @limit_option
@@ -164,7 +163,7 @@ def format_analysis(res: dict) -> str:
 @dtype_option
 @mask_eps_option
 @mask_rule_option
-@click.option("--batch-size", "-b", type=int, default=64, show_default=True,
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images per simulator call (bounds memory; results do not depend on it).")
 @threads_option
 @json_option
@@ -192,9 +191,6 @@ def analyze_cmd(weights, data, data_dir, tau, T, limit, subset, dtype, mask_eps,
 
     guard_outputs({"--json": json_out, "--plot": plot}, weights=weights, data=data)
     spec = check_shard_outputs(shard, json_out, plot)
-    check_range("--tau", tau, 1)
-    check_range("--T", T, 1)
-    check_range("--batch-size", batch_size, 1)
     dt = parse_dtype(dtype)
     with use_threads_option(threads):
         # shards of whole chunks: the float64 ANN pass of each chunk is then the single run's
@@ -257,8 +253,9 @@ def format_report(rep: dict) -> str:
 @weights_option
 @data_option
 @data_dir_option
-@click.option("--tau", type=int, default=4, show_default=True, help="Stage-1 steps; 0 = plain QCFS conversion.")
-@click.option("--T", "T", type=int, default=8, show_default=True, help="Stage-2 steps.")
+@click.option("--tau", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Stage-1 steps; 0 = plain QCFS conversion.")
+@click.option("--T", "T", type=click.IntRange(min=1), default=8, show_default=True, help="Stage-2 steps.")
 @limit_option
 @subset_option
 @dtype_option
@@ -291,8 +288,6 @@ def report_cmd(weights, data, data_dir, tau, T, limit, subset, dtype, mask_eps, 
 
     guard_outputs({"--json": json_out}, weights=weights, data=data)
     spec = check_shard_outputs(shard, json_out)
-    check_range("--tau", tau, 0)
-    check_range("--T", T, 1)
     if not (e_ac >= 0 and e_mac >= 0):
         raise SrpError("--e-ac and --e-mac must be non-negative numbers (pJ)")
     dt = parse_dtype(dtype)
@@ -373,9 +368,10 @@ def _one_neuron_options(T_default: int):
                 click.option("--layer", required=True, help="IF (qcfs) node name, e.g. from `srp-np analyze`."),
                 click.option("--index", required=True, help="Neuron index in the layer: c,y,x (conv) or i (flat)."),
                 click.option("--image", type=int, default=0, show_default=True, help="Image number in the data set."),
-                click.option("--tau", type=int, default=4, show_default=True,
+                click.option("--tau", type=click.IntRange(min=0), default=4, show_default=True,
                              help="Stage-1 steps (0 = plain conversion)."),
-                click.option("--T", "T", type=int, default=T_default, show_default=True, help="Stage-2 steps."),
+                click.option("--T", "T", type=click.IntRange(min=1), default=T_default, show_default=True,
+                             help="Stage-2 steps."),
                 mask_eps_option]):
             f = opt(f)
         return f
@@ -401,8 +397,6 @@ def neuron_cmd(weights, data, data_dir, layer, index, image, tau, T, mask_eps, p
     from srp_np.explain import CASE_TEXT, format_steps, neuron_trace
 
     guard_outputs({"--json": json_out, "--plot": plot}, weights=weights, data=data)
-    check_range("--tau", tau, 0)
-    check_range("--T", T, 1)
     model = load_model_option(weights)
     if image < 0:
         raise SrpError(f"--image must be >= 0, got {image}")
@@ -484,8 +478,6 @@ def step_cmd(weights, data, data_dir, layer, index, image, tau, T, mask_eps, no_
 
     from srp_np.explain import neuron_trace, resolve_neuron, step_frames
 
-    check_range("--tau", tau, 0)
-    check_range("--T", T, 1)
     model = load_model_option(weights)
     resolve_neuron(model, layer, index)          # a bad --layer/--index fails before the data are read
     if image < 0:
@@ -517,10 +509,10 @@ def step_cmd(weights, data, data_dir, layer, index, image, tau, T, mask_eps, no_
 
 
 @explain_group.command("theorem1")
-@click.option("--n", "n", type=int, default=2000, show_default=True, help="Random examples (neurons).")
-@click.option("--T", "T", type=int, default=8, show_default=True, help="Time steps.")
-@click.option("--L", "L", type=int, default=None, help="QCFS steps (default: T, the theorem's precondition).")
-@click.option("--inputs", type=int, default=4, show_default=True, help="Presynaptic neurons per example.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=2000, show_default=True, help="Random examples (neurons).")
+@click.option("--T", "T", type=click.IntRange(min=1), default=8, show_default=True, help="Time steps.")
+@click.option("--L", "L", type=click.IntRange(min=1), default=None, help="QCFS steps (default: T, the theorem's precondition).")
+@click.option("--inputs", type=click.IntRange(min=1), default=4, show_default=True, help="Presynaptic neurons per example.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed (>= 0).")
 @json_option
 def theorem1_cmd(n, T, L, inputs, seed, json_out):
@@ -536,10 +528,6 @@ def theorem1_cmd(n, T, L, inputs, seed, json_out):
     from srp_np.explain import theorem1_demo
 
     guard_outputs({"--json": json_out})
-    check_range("--n", n, 1)
-    check_range("--T", T, 1)
-    check_range("--L", L, 1)
-    check_range("--inputs", inputs, 1)
     r = theorem1_demo(n=n, T=T, L=L, n_in=inputs, rng=seed)
     if json_out != "-":
         z, p = r["a_zero"], r["a_positive"]

@@ -105,12 +105,6 @@ def parse_dtype(value: str):
     raise SrpError(f"--dtype must be float32 or float64, got {value!r}")
 
 
-def check_range(name: str, value, low=None):
-    if value is not None and low is not None and value < low:
-        raise SrpError(f"{name} must be >= {low}, got {value}")
-    return value
-
-
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.exists() and b.exists() and os.path.samefile(a, b)
@@ -236,7 +230,7 @@ data_option = click.option("--data", "-d", type=click.Path(dir_okay=False), defa
                                 "Default: the test split of the data set the model names.")
 data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                                help="Folder holding the model's data set in its standard format.")
-limit_option = click.option("--limit", type=int, default=None,
+limit_option = click.option("--limit", type=click.IntRange(min=1), default=None,
                             help="Evaluate only N images (which ones: --subset).")
 subset_option = click.option("--subset", type=click.Choice(["first", "balanced"]), default="first",
                              show_default=True,
@@ -268,7 +262,7 @@ mask_rule_option = click.option(
     "--mask-rule", type=click.Choice(["authors", "paper"]), default="authors", show_default=True,
     help="SRP keep rule: authors = v(τ) > ε·θ (their code, whose figures we match); paper = v(τ) ≥ 0 "
          "(Algorithm 1 as printed; --mask-eps does not apply).")
-batch_size_option = click.option("--batch-size", "-b", type=int, default=64, show_default=True,
+batch_size_option = click.option("--batch-size", "-b", type=click.IntRange(min=1), default=64, show_default=True,
                                  help="Images per simulator call (results do not depend on it).")
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=None,
                               help="Threads for the SNN kernels (Numba) and the ANN pass (BLAS), >= 1. Default: the "

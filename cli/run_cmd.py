@@ -6,7 +6,7 @@ import time
 import click
 import numpy as np
 
-from .common import (announce_compilation, atomic_write_bytes, batch_size_option, check_range, data_dir_option,
+from .common import (announce_compilation, atomic_write_bytes, batch_size_option, data_dir_option,
                      data_option, dtype_option, guard_outputs, limit_option, load_model_option,
                      mask_eps_option, mask_rule_option, parse_dtype, progress_bar, threads_option, use_threads_option, weights_option,
                      write_json)
@@ -45,9 +45,10 @@ def print_run_table(j: dict, model, origin) -> None:
 @weights_option
 @data_option
 @data_dir_option
-@click.option("--tau", type=int, default=4, show_default=True,
+@click.option("--tau", type=click.IntRange(min=0), default=4, show_default=True,
               help="Stage-1 steps used to read the residual membrane; 0 = plain QCFS conversion.")
-@click.option("--T", "T", type=int, default=8, show_default=True, help="Stage-2 steps (reported t = 1..T).")
+@click.option("--T", "T", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Stage-2 steps (reported t = 1..T).")
 @batch_size_option
 @dtype_option
 @mask_eps_option
@@ -85,10 +86,6 @@ def run_cmd(weights, data, data_dir, tau, T, batch_size, dtype, mask_eps, mask_r
     from srp_np.shard import shard_unit
 
     t_start = time.perf_counter()
-    check_range("--tau", tau, 0)
-    check_range("--T", T, 1)
-    check_range("--batch-size", batch_size, 1)
-    check_range("--limit", limit, 1)
     dt = parse_dtype(dtype)
     guard_outputs({"--json": json_out, "--save-outputs": save_outputs}, weights=weights, data=data)
     spec = check_shard_outputs(shard, json_out)

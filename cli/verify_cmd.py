@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import (announce_compilation, check_range, data_dir_option, data_option, guard_outputs,
+from .common import (announce_compilation, data_dir_option, data_option, guard_outputs,
                      load_data_option, load_model_option, mask_eps_option, mask_rule_option, progress_bar, threads_option,
                      use_threads_option, weights_option, write_json)
 
@@ -48,13 +48,14 @@ def _print_certificate(cert, model, origin) -> None:
 @weights_option
 @data_option
 @data_dir_option
-@click.option("--images", "-n", type=int, default=16, show_default=True,
+@click.option("--images", "-n", type=click.IntRange(min=1), default=16, show_default=True,
               help="Verify the first N images of the data (the dense float64 reference is slow).")
-@click.option("--tau", type=int, default=4, show_default=True, help="Stage-1 steps (SRP); 0 = plain conversion.")
-@click.option("--T", "T", type=int, default=8, show_default=True, help="Stage-2 steps.")
+@click.option("--tau", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Stage-1 steps (SRP); 0 = plain conversion.")
+@click.option("--T", "T", type=click.IntRange(min=1), default=8, show_default=True, help="Stage-2 steps.")
 @mask_eps_option
 @mask_rule_option
-@click.option("--batch-size", "-b", type=int, default=8, show_default=True,
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images verified at once (memory; results do not depend on it).")
 @threads_option
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
@@ -82,10 +83,6 @@ def verify_cmd(weights, data, data_dir, images, tau, T, mask_eps, mask_rule, bat
     """
     from srp_np.verify import certify
 
-    check_range("--images", images, 1)
-    check_range("--tau", tau, 0)
-    check_range("--T", T, 1)
-    check_range("--batch-size", batch_size, 1)
     guard_outputs({"--json": json_out}, weights=weights, data=data)
     with use_threads_option(threads):
         model = load_model_option(weights)

@@ -142,8 +142,8 @@ def test_bad_inputs(model_files, tmp_path):
     assert_one_line_error(run("run", "-w", w, "-d", tmp_path / "big.npz"), "do not fit")
     np.savez(tmp_path / "labels.npz", x=np.zeros((2, 1, 28, 28), np.uint8), y=np.array([0, 42]))
     assert_one_line_error(run("run", "-w", w, "-d", tmp_path / "labels.npz"), "labels must lie in")
-    assert_one_line_error(run("run", "-w", w, "-d", data, "--tau", -1), "--tau must be >= 0")
-    assert_one_line_error(run("run", "-w", w, "-d", data, "--T", 0), "--T must be >= 1")
+    assert_one_line_error(run("run", "-w", w, "-d", data, "--tau", -1), "'--tau': -1 is not in the range x>=0")
+    assert_one_line_error(run("run", "-w", w, "-d", data, "--T", 0), "'--T': 0 is not in the range x>=1")
     assert_one_line_error(run("run", "-w", w, "-d", data, "--dtype", "int8"), "--dtype")
     assert_one_line_error(run("run", "-w", w, "-d", data, "--batch-size", 0), "--batch-size")
     out = tmp_path / "missing_dir" / "o.json"

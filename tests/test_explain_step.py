@@ -147,7 +147,7 @@ def test_no_pause_prints_every_step_and_agrees_with_simulator(model_files):
     (["--index", "1,10"], "needs 3 numbers"),
     (["--index", "x"], "comma-separated integers"),
     (["--image", "99"], "out of range"),
-    (["--tau", "-1"], "--tau must be >= 0"),
+    (["--tau", "-1"], "'--tau': -1 is not in the range x>=0"),
 ])
 def test_errors_are_one_line(model_files, args, msg):
     from cli.main import cli

@@ -333,9 +333,9 @@ def test_cli_verify_exits_3_when_a_check_fails(model_files, tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["--images", "0"], "--images must be >= 1"),
-    (["--tau", "-1"], "--tau must be >= 0"),
-    (["--T", "0"], "--T must be >= 1"),
+    (["--images", "0"], "'--images' / '-n': 0 is not in the range x>=1"),
+    (["--tau", "-1"], "'--tau': -1 is not in the range x>=0"),
+    (["--T", "0"], "'--T': 0 is not in the range x>=1"),
     (["--mask-eps", "nan"], "finite"),
 ])
 def test_cli_verify_bad_input(model_files, args, fragment):

@@ -114,7 +114,7 @@ class Chunk:
 
     def to_dense(self, value, size: int) -> np.ndarray:
         """Any value as a dense F×size channels-last array (may be shared: do not mutate)."""
-        F, S, dt = self.F, self.S, self.dt
+        F, S = self.F, self.S
         if isinstance(value, Dense):
             return value.data
         if isinstance(value, Static):
@@ -375,7 +375,7 @@ class Engine:
 
     def _events(self, ck, step, ins, values):
         """A synaptic node fed by dense values: padded event lists and the scatter kernels."""
-        node, dt, F = step.node, ck.dt, ck.F
+        node, F = step.node, ck.F
         name, op = node.name, node.op
         shapes = self.model.shapes
         shape, in_shape = shapes[name], shapes[node.inputs[0]]

@@ -20,7 +20,6 @@ The SRP schedule of one block of neurons at step t (0-based, S = τ + T steps)::
     s = if_update(v, x, θ)                                       # Eqs. 2-3
     out = s & keep  if masked(t, τ)  else s                      # Algorithm 1, line 17
 """
-from llvmlite import ir
 from numba import njit
 from numba.core import types
 from numba.extending import intrinsic
