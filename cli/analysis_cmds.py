@@ -15,7 +15,7 @@ from .common import (announce_compilation, data_dir_option, data_option, dtype_o
                      guard_outputs, json_text, limit_option, load_data_option, load_model_option, mask_eps_option, mask_rule_option,
                      parse_dtype, progress_bar, threads_option, use_threads_option, weights_option, write_json)
 from .common import subset_option
-from .dist_cmds import (check_shard_outputs, open_engine, open_store, report_store, scheduler_option, shard_option,
+from .dist_options import (check_shard_outputs, open_engine, open_store, report_store, scheduler_option, shard_option,
                         store_option, take_shard, workers_option, write_partial)
 
 json_option = click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,

@@ -11,7 +11,7 @@ from .common import (announce_compilation, atomic_write_bytes, batch_size_option
                      mask_eps_option, mask_rule_option, parse_dtype, progress_bar, threads_option, use_threads_option, weights_option,
                      write_json)
 from .common import load_source_option, subset_option
-from .dist_cmds import (check_shard_outputs, open_engine, scheduler_option, shard_option, take_shard_source,
+from .dist_options import (check_shard_outputs, open_engine, scheduler_option, shard_option, take_shard_source,
                          workers_option, write_partial)
 
 

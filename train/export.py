@@ -450,7 +450,7 @@ def export_checkpoint(path, arch: str, out, dataset: Optional[str] = None, num_c
         if data_dir is not None:
             if dataset is None:
                 raise SrpError("--data-dir needs --dataset")
-            from .train import evaluate, Normalizer
+            from .accuracy import Normalizer, evaluate
             x, y = ds.load_dataset(dataset, "test", data_dir)
             x = ds.fit_to_shape(x, (in_channels, input_size, input_size))
             acc, count = evaluate(model, x, y, Normalizer(mean, std))

@@ -19,6 +19,7 @@ from srp_np.errors import SrpError
 
 from .augment import augment, cutout, random_crop, random_flip
 from .activations import ACTIVATIONS, RELU_PERCENTILE as RELU_PCT, SOURCE_L, calibrate_thresholds
+from .accuracy import Normalizer, evaluate, to_unit  # noqa: F401  (re-exported)
 from .models import build_model, qcfs_modules
 
 # Default epochs: the paper/QCFS code trains CIFAR for 300 epochs; Fashion-MNIST
@@ -131,34 +132,6 @@ class _Batches(torch.utils.data.Dataset):
         g = torch.Generator().manual_seed(_batch_seed(self.seed, self.epoch, b))
         xb = self.x[idx].float().div_(255.0)
         return augment_batch(xb, g, *self.aug), self.y[idx]
-
-
-class Normalizer:
-    def __init__(self, mean, std, dtype=torch.float32):
-        self.mean = torch.tensor(mean, dtype=dtype)[None, :, None, None]
-        self.std = torch.tensor(std, dtype=dtype)[None, :, None, None]
-
-    def __call__(self, x):
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-
-
-def to_unit(x_uint8: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(ds.to_float(x_uint8))
-
-
-@torch.no_grad()
-def evaluate(model, x, y, norm, batch_size=500, limit_batches=None, device=None):
-    model.eval()
-    device = device or next(model.parameters()).device
-    correct = total = 0
-    for b, i in enumerate(range(0, len(x), batch_size)):
-        if limit_batches is not None and b >= limit_batches:
-            break
-        xb = norm(to_unit(x[i:i + batch_size]).to(device))
-        pred = model(xb).argmax(1).cpu()
-        correct += int((pred == torch.from_numpy(y[i:i + batch_size])).sum())
-        total += len(pred)
-    return correct / max(total, 1), total
 
 
 def _save_atomic(obj, path):
