@@ -150,6 +150,7 @@ class Simulator:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self.engine.wflat = {k: aligned(v) for k, v in self.engine.wflat.items()}
+        self.engine._wrec = {}
         self.engine.workspace.clear()
         self._lock = threading.Lock()
 

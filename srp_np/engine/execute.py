@@ -35,6 +35,8 @@ KBLOCK = DEFAULT_KBLOCK
 NT = numba.config.NUMBA_NUM_THREADS
 
 _NO_BITS = np.zeros((1, 1, 1), np.uint64)   # placeholders for the unused residual of gather_if_bits
+_NO_DENSE = {t.__name__: np.zeros((1, 1), t) for t in (np.float32, np.float64)}
+_NO_RESIDUAL = {k: Residual(0, np.dtype(k).type(0), _NO_BITS, v) for k, v in _NO_DENSE.items()}
 
 #: Kernel calls with less estimated work (synaptic ops or neuron updates) run on one thread.
 PARALLEL_MIN_WORK = 1_000_000
@@ -95,6 +97,9 @@ class Chunk:
         self.tau, self.T = tau, T
         self.mask_eps, self.mask_rule, self.rule = mask_eps, mask_rule, check_mask_rule(mask_rule)
         self.record = record
+        #: the caller's thread count (kernels may switch to one thread for small calls: see :func:`pick`)
+        self.nthreads = numba.get_num_threads()
+        self._srp = engine.srp_cache
         self.pending = []       # (attribute of the result, node, per-frame counts), summed per image at the end
         self.res = SimResult(outputs=np.zeros((T, self.B, self.model.num_classes)), tau=tau, T=T,
                              record={} if record else None)
@@ -102,9 +107,13 @@ class Chunk:
     # ------------------------------------------------------------------ helpers for lowerings
     def srp_params(self, th) -> SrpParams:
         """The SRP schedule of an IF layer of threshold θ: τ, θ, v(0), keep threshold, rule code."""
-        dt = self.dt
-        return SrpParams(self.tau, th, initial_membrane(th, dt), keep_threshold(th, self.mask_eps, self.mask_rule, dt),
-                         self.rule)
+        key = (th, self.tau, self.mask_eps, self.rule)
+        p = self._srp.get(key)
+        if p is None:
+            dt = self.dt
+            p = self._srp[key] = SrpParams(self.tau, th, initial_membrane(th, dt),
+                                           keep_threshold(th, self.mask_eps, self.mask_rule, dt), self.rule)
+        return p
 
     def tally(self, kind: str, name: str, frame_counts) -> None:
         self.pending.append((kind, name, frame_counts))
@@ -143,6 +152,16 @@ class Chunk:
 
     def dense_value(self, arr) -> Dense:
         return Dense(arr)
+
+    def fused_scratch(self, ncur: int, nv: int, nkeep: int) -> FusedScratch:
+        """Per-thread buffers of :func:`gather_if_bits` (currents, membranes, keep words)."""
+        key = ("fused", ncur, nv, nkeep)
+        sc = self.ws.scratch
+        if key not in sc:
+            sc[key] = FusedScratch(self.ws.scratch_array("cur", (NT, ncur), self.dt),
+                                   self.ws.scratch_array("v", (NT, nv), self.dt),
+                                   self.ws.scratch_array("keepw", (NT, nkeep), np.uint64))
+        return sc[key]
 
     def gather_scratch(self, kh, kw, cin) -> GatherScratch:
         """Per-thread buffers of :func:`gather_bits` (lists, counts, segment starts, pooling window)."""
@@ -197,9 +216,12 @@ class Engine:
         self.flatten_perm = flatten_perm
         self.workspace = Workspace()
         self._plans = {}
+        self._geoms = {}         # node → ConvGeom
+        self.srp_cache = {}      # (θ, τ, ε, rule) → SrpParams
+        self._wrec = {}          # node → Weights (rebuilt if the weights are re-aligned: see Simulator.__setstate__)
 
-    def plan(self, B: int, S: int, record: bool):
-        key = (B, S, numba.get_num_threads(), record)
+    def plan(self, B: int, S: int, record: bool, threads: int):
+        key = (B, S, threads, record)
         if key not in self._plans:
             self._plans[key] = make_plan(self.model, *key)
         return self._plans[key]
@@ -209,7 +231,7 @@ class Engine:
         t0 = time.perf_counter()
         model, dt, ws = self.model, self.dtype, self.workspace
         ck = Chunk(self, x, tau, T, mask_eps, mask_rule, record)
-        plan = self.plan(ck.B, ck.S, record)
+        plan = self.plan(ck.B, ck.S, record, ck.nthreads)
         static_vals = {"input": x.astype(dt)}
         values = {"input": Static(aligned(_to_internal(static_vals["input"])))}   # read by e.g. a residual add
         ws.reset()
@@ -267,7 +289,7 @@ class Engine:
         NW = (C + 63) // 64
         bits = ck.alloc((F, P, NW), np.uint64)
         counts = ck.alloc((F, P), np.int32)
-        pblock = max(1, min(P, -(-P * B // (8 * numba.get_num_threads()))))
+        pblock = max(1, min(P, -(-P * B // (8 * ck.nthreads))))
         if ck.record:
             rec = IFRecord(v_tau=np.zeros((B, size), dt), mask=np.ones((B, size), np.bool_),
                            spikes_stage1=np.zeros((B, size), np.int32), spikes=np.zeros((B, size), np.int32),
@@ -288,6 +310,12 @@ class Engine:
         return Spikes(bits, th, cnt, shape)
 
     def _gather_geometry(self, node) -> ConvGeom:
+        g = self._geoms.get(node.name)
+        if g is None:
+            g = self._geoms[node.name] = self._make_geometry(node)
+        return g
+
+    def _make_geometry(self, node) -> ConvGeom:
         shapes = self.model.shapes
         shape = shapes[node.name]
         if node.op == "conv2d":
@@ -299,8 +327,11 @@ class Engine:
         return ConvGeom(1, 1, self.prep[node.name][0].shape[0], math.prod(shape), 1, 0, 1, 1, 1, 1)
 
     def _weights(self, name) -> Weights:
-        _, b, has_b = self.prep[name]
-        return Weights(self.wflat[name], b, has_b)
+        w = self._wrec.get(name)
+        if w is None:
+            _, b, has_b = self.prep[name]
+            w = self._wrec[name] = Weights(self.wflat[name], b, has_b)
+        return w
 
     def _gather(self, ck, step, ins, values):
         """Conv / linear fed by spikes (or their k = stride pool): gather kernel → currents."""
@@ -333,8 +364,8 @@ class Engine:
         geom = self._gather_geometry(node)
         cout = geom.cout
         work = float(frame_spikes.sum()) * geom.kh * geom.kw * cout
-        dummy_f = np.zeros((1, 1), dt)
-        res = Residual(0, dt(0), _NO_BITS, dummy_f)
+        dummy_f = _NO_DENSE[np.dtype(dt).name]
+        res = _NO_RESIDUAL[np.dtype(dt).name]
         if step.residual is not None:
             ov = values[step.residual]
             res = Residual(1, ov.theta, ov.bits, dummy_f) if isinstance(ov, Spikes) else Residual(2, dt(0), _NO_BITS,
@@ -342,12 +373,11 @@ class Engine:
         q = self.model.op_by_name[step.fused_if]
         th = dt(q.threshold)
         P, NW = shape[1] * shape[2], (cout + 63) // 64
-        npb = fused_position_blocks(B, numba.get_num_threads(), shape[1], shape[2])
+        npb = fused_position_blocks(B, ck.nthreads, shape[1], shape[2])
         bits_out = ck.alloc((F, P, NW), np.uint64)
         counts = ck.alloc((F, P), np.int32)
         sops = np.empty(F, np.int64)
-        fscratch = FusedScratch(ck.ws.scratch_array("cur", (NT, S * size), dt), ck.ws.scratch_array("v", (NT, size), dt),
-                                ck.ws.scratch_array("keepw", (NT, P * NW), np.uint64))
+        fscratch = ck.fused_scratch(S * size, size, P * NW)
         pick(gather_if_bits, work + 2 * F * size)(
             src, self._weights(name), geom, KBLOCK, B, S, ck.srp_params(th), -(-P // npb), bits_out, counts, sops,
             ck.gather_scratch(geom.kh, geom.kw, geom.cin), fscratch, res)
