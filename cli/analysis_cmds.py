@@ -360,6 +360,16 @@ def fig1_cmd(v0, plot, json_out):
     _write_outputs(res, json_out, plot, "plot_fig1")
 
 
+def _one_image(model, data, data_dir, image: int) -> tuple:
+    """Image number ``image`` of the data, normalised (1×C×H×W), the labels and the data's origin."""
+    if image < 0:
+        raise SrpError(f"--image must be >= 0, got {image}")
+    x_raw, y, origin = load_data_option(model, data, data_dir, image + 1)
+    if image >= len(x_raw):
+        raise SrpError(f"--image {image} is out of range: the data set has {len(x_raw)} images")
+    return _prepare(model, x_raw[image:image + 1]), y, origin
+
+
 def _one_neuron_options(T_default: int):
     """The options of a command that follows one neuron of a real model (explain neuron, step)."""
     def deco(f):
@@ -398,12 +408,7 @@ def neuron_cmd(weights, data, data_dir, layer, index, image, tau, T, mask_eps, p
 
     guard_outputs({"--json": json_out, "--plot": plot}, weights=weights, data=data)
     model = load_model_option(weights)
-    if image < 0:
-        raise SrpError(f"--image must be >= 0, got {image}")
-    x_raw, y, origin = load_data_option(model, data, data_dir, image + 1)
-    if image >= len(x_raw):
-        raise SrpError(f"--image {image} is out of range: the data set has {len(x_raw)} images")
-    x = _prepare(model, x_raw[image:image + 1])
+    x, y, origin = _one_image(model, data, data_dir, image)
     tr = neuron_trace(model, x, layer, index, tau, T, mask_eps=mask_eps)
     tr.update(image=image, label=int(y[image]), model=model.path, data=origin)
     if json_out != "-":
@@ -480,12 +485,7 @@ def step_cmd(weights, data, data_dir, layer, index, image, tau, T, mask_eps, no_
 
     model = load_model_option(weights)
     resolve_neuron(model, layer, index)          # a bad --layer/--index fails before the data are read
-    if image < 0:
-        raise SrpError(f"--image must be >= 0, got {image}")
-    x_raw, y, origin = load_data_option(model, data, data_dir, image + 1)
-    if image >= len(x_raw):
-        raise SrpError(f"--image {image} is out of range: the data set has {len(x_raw)} images")
-    x = _prepare(model, x_raw[image:image + 1])
+    x, y, origin = _one_image(model, data, data_dir, image)
     tr = neuron_trace(model, x, layer, index, tau, T, mask_eps=mask_eps)
     frames = step_frames(tr)
     pause = not no_pause and sys.stdin.isatty() and sys.stdout.isatty()

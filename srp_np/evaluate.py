@@ -199,6 +199,18 @@ def ann_logits(model, x, batch_size: int = 256, threads: int | None = None) -> n
     return np.concatenate(outs).astype(np.float64)
 
 
+def simulate_batches(sim, x, tau: int, T: int, batch_size: int, progress=None, **run_kw) -> tuple:
+    """``sim.run`` on ``x`` in batches of ``batch_size`` images: ``(SimResult of all, seconds)``;
+    ``progress`` is called with each batch's image count."""
+    parts = []
+    t0 = time.perf_counter()
+    for s in range(0, len(x), batch_size):
+        parts.append(sim.run(x[s:s + batch_size], tau, T, **run_kw))
+        if progress is not None:
+            progress(len(parts[-1].outputs[0]))
+    return SimResult.concatenate(parts), time.perf_counter() - t0
+
+
 def evaluate(model, x_raw, y, tau: int, T: int, dtype=np.float32, mask_eps: float = DEFAULT_MASK_EPS,
              batch_size: int = 64, progress=None, simulator: Simulator | None = None,
              threads: int | None = None, mask_rule: str = DEFAULT_MASK_RULE) -> Evaluation:
@@ -233,14 +245,7 @@ def evaluate(model, x_raw, y, tau: int, T: int, dtype=np.float32, mask_eps: floa
     t0 = time.perf_counter()
     logits = ann_logits(model, x, threads=threads)
     ann_seconds = time.perf_counter() - t0
-    parts = []
-    t0 = time.perf_counter()
-    for s in range(0, len(x), batch_size):
-        parts.append(sim.run(x[s:s + batch_size], tau, T, mask_eps=mask_eps, mask_rule=mask_rule))
-        if progress is not None:
-            progress(len(parts[-1].outputs[0]))
-    seconds = time.perf_counter() - t0
-    res = SimResult.concatenate(parts)
+    res, seconds = simulate_batches(sim, x, tau, T, batch_size, progress, mask_eps=mask_eps, mask_rule=mask_rule)
     from .counts import RunCounts
 
     counts = RunCounts.from_result(res, y, logits)
@@ -287,14 +292,7 @@ def block_counts(model, sim, x_raw, y, tau: int, T: int, mask_eps: float = DEFAU
     t0 = time.perf_counter()
     logits = ann_logits(model, x, batch_size=max(1, int(ann_batch or len(x))), threads=threads)
     ann_s = time.perf_counter() - t0
-    parts = []
-    t0 = time.perf_counter()
-    for s in range(0, len(x), batch_size):
-        parts.append(sim.run(x[s:s + batch_size], tau, T, mask_eps=mask_eps, mask_rule=mask_rule))
-        if progress is not None:
-            progress(len(parts[-1].outputs[0]))
-    snn_s = time.perf_counter() - t0
-    res = SimResult.concatenate(parts)
+    res, snn_s = simulate_batches(sim, x, tau, T, batch_size, progress, mask_eps=mask_eps, mask_rule=mask_rule)
     outs = (res.outputs.astype(np.float32), logits.astype(np.float32)) if keep_outputs else None
     return RunCounts.from_result(res, y, logits), ann_s, snn_s, outs
 
