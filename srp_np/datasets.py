@@ -124,7 +124,7 @@ def _find(directory: Path, stem: str) -> Path:
         if p.exists():
             return p
     raise SrpError(f"{directory}: no {stem}[.gz] (expected the Fashion-MNIST idx files; "
-                   f"on Debian: apt install dataset-fashion-mnist, or pass --data-dir)")
+                   f"on Debian: apt install dataset-fashion-mnist, or pass `data_dir`)")
 
 
 def load_fashion_mnist(split: str = "test", data_dir: Optional[str] = None):
@@ -132,7 +132,7 @@ def load_fashion_mnist(split: str = "test", data_dir: Optional[str] = None):
     (default /usr/share/datasets/fashion-mnist, Debian's dataset-fashion-mnist)."""
     d = Path(data_dir or DEFAULT_FMNIST_DIR)
     if not d.is_dir():
-        raise SrpError(f"{d}: Fashion-MNIST directory not found (apt install dataset-fashion-mnist, or pass --data-dir)")
+        raise SrpError(f"{d}: Fashion-MNIST directory not found (apt install dataset-fashion-mnist, or pass `data_dir`)")
     prefix = {"train": "train", "test": "t10k"}[split]
     x = read_idx(_find(d, f"{prefix}-images-idx3-ubyte"))
     y = read_idx(_find(d, f"{prefix}-labels-idx1-ubyte"))
@@ -205,7 +205,7 @@ def load_cifar(name: str, split: str = "test", data_dir: Optional[str] = None):
     its parent holding ``cifar-10-batches-py`` / ``cifar-100-python``)."""
     name = normalize_name(name)
     if data_dir is None:
-        raise SrpError(f"{name}: pass --data-dir (the folder of the python-version batches)")
+        raise SrpError(f"{name}: pass `data_dir` (the folder of the python-version batches)")
     d = Path(data_dir)
     sub = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
     if (d / sub).is_dir():
@@ -384,7 +384,7 @@ def subset_indices(labels, limit: int | None, subset: str = "first") -> np.ndarr
     labels = np.asarray(labels)
     n = int(labels.shape[0])
     if subset not in SUBSETS:
-        raise SrpError(f"--subset must be one of {', '.join(SUBSETS)}, got {subset!r}")
+        raise SrpError(f"`subset` must be one of {', '.join(SUBSETS)}, got {subset!r}")
     if limit is None or limit >= n:
         return np.arange(n)
     if subset == "first":
@@ -404,7 +404,7 @@ def load_image_folder(root, size: int = 224, resize: int = 256, limit: Optional[
     if limit is not None:
         src = src.take(slice(0, limit))
     check_memory(len(src) * 3 * size * size * 8, f"{root}: {len(src)} images of 3x{size}x{size}",
-                 "evaluate fewer images (--limit)")
+                 "evaluate fewer images (`limit`)")
     return src.read()
 
 
@@ -416,7 +416,7 @@ def dataset_source(name: str, split: str = "test", data_dir: Optional[str] = Non
         x, y = load_dataset(key, split, data_dir)
         return ArraySource(x, y, f"{key} {split} split")
     if data_dir is None:
-        raise SrpError("imagenet: pass --data-dir (folder with train/ and val/ class subfolders)")
+        raise SrpError("imagenet: pass `data_dir` (folder with train/ and val/ class subfolders)")
     d = Path(data_dir)
     sub = d / ("train" if split == "train" else "val")
     return ImageFolderSource(sub if sub.is_dir() else d)
@@ -490,7 +490,7 @@ def load_dataset(name: str, split: str = "test", data_dir: Optional[str] = None)
     if key in ("cifar10", "cifar100"):
         return load_cifar(key, split, data_dir)
     if data_dir is None:
-        raise SrpError("imagenet: pass --data-dir (folder with train/ and val/ class subfolders)")
+        raise SrpError("imagenet: pass `data_dir` (folder with train/ and val/ class subfolders)")
     d = Path(data_dir)
     sub = d / ("train" if split == "train" else "val")
     return load_image_folder(sub if sub.is_dir() else d)

@@ -158,7 +158,7 @@ class DaskEngine:
         self.cluster = None
         if workers is not None:
             if int(workers) < 1:
-                raise SrpError(f"--workers must be >= 1, got {workers}")
+                raise SrpError(f"`workers` must be >= 1, got {workers}")
             from .threads import available_cores
 
             self.threads = int(threads) if threads else max(1, available_cores() // int(workers))

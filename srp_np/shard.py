@@ -36,10 +36,10 @@ def parse_shard(text) -> tuple:
     """``"i/N"`` → ``(i, N)`` with 0 ≤ i < N."""
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
     if not m:
-        raise SrpError(f"--shard must be i/N (e.g. 0/4), got {text!r}")
+        raise SrpError(f"`shard` must be i/N (e.g. 0/4), got {text!r}")
     i, n = int(m.group(1)), int(m.group(2))
     if n < 1:
-        raise SrpError(f"--shard i/N needs N >= 1, got {text!r}")
+        raise SrpError(f"`shard` i/N needs N >= 1, got {text!r}")
     if i >= n:
         raise SrpError(f"--shard i/N needs 0 <= i < N, got {text!r}")
     return i, n

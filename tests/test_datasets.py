@@ -132,7 +132,7 @@ def test_cifar_reader_refuses_arbitrary_pickles(tmp_path):
         ds.load_cifar("cifar10", "test", str(root))
     with pytest.raises(SrpError, match="no such file"):
         ds.load_cifar("cifar10", "train", str(root))
-    with pytest.raises(SrpError, match="--data-dir"):
+    with pytest.raises(SrpError, match="`data_dir`"):
         ds.load_cifar("cifar10", "test", None)
 
 
