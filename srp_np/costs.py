@@ -49,15 +49,6 @@ def ann_ops(model, node) -> tuple:
     return t.ann_ops([model.shapes[s] for s in t.inputs], model.shapes[t.name], model.arrays)
 
 
-def static_nodes(model) -> set:
-    """Nodes computed from the analog input only (no IF layer upstream); ``input`` included."""
-    static = {"input"}
-    for node in model.nodes:
-        if node["op"] != "qcfs" and all(s in static for s in node["inputs"]):
-            static.add(node["name"])
-    return static
-
-
 def ann_cost(model, e_ac: float = E_AC, e_mac: float = E_MAC) -> dict:
     """ANN MACs/adds per synaptic node and in total, and its energy estimate (per image)."""
     layers = []
@@ -97,7 +88,7 @@ def cost_report(model, res, e_ac: float = E_AC, e_mac: float = E_MAC) -> dict:
         res = RunCounts.from_result(res)
     tau, T = int(res.tau), int(res.T)
     n = res.n_images
-    static = static_nodes(model)
+    static = model.static
     if_layers = []
     tot_sp = tot_sp1 = 0.0
     tot_neurons = 0

@@ -92,6 +92,17 @@ class Model:
         except SrpError as e:
             raise SrpError(f"{self.path}: {e}" if self.path else str(e)) from None
         self._op_by_name = {n.name: n for n in self.ops}
+        static = {"input"}
+        for n in self.ops:
+            if n.op != "qcfs" and all(s in static for s in n.inputs):
+                static.add(n.name)
+        self._static = frozenset(static)
+
+    @property
+    def static(self) -> frozenset:
+        """Nodes that depend on the analog input only (no IF layer upstream), ``input`` included:
+        in the SNN they carry the same value at every step and are computed once per image."""
+        return self._static
 
     @property
     def op_by_name(self) -> dict:

@@ -68,10 +68,7 @@ def simulate_dense(model, x, tau: int, T: int, dtype=np.float64, mask_eps: float
         res.input_sum[q["name"]] = np.zeros(shp, np.float64)
     acc = np.zeros((n, model.num_classes), dtype=np.float64)
 
-    static = {"input"}          # nodes that depend on the analog input only (computed as the ANN does)
-    for node in model.nodes:
-        if node["op"] != "qcfs" and all(s in static for s in node["inputs"]):
-            static.add(node["name"])
+    static = model.static       # nodes that depend on the analog input only (computed as the ANN does)
 
     def step(stage2: bool):
         values = {"input": x}

@@ -47,7 +47,6 @@ import numpy as np
 
 from .engine.execute import Engine, NT as _NT, user_threads
 from .engine.fold import fold_batchnorm
-from .engine.plan import static_nodes
 from .errors import SrpError
 from .kernels import aligned
 from .neuron import DEFAULT_MASK_EPS, DEFAULT_MASK_RULE, check_schedule
@@ -140,7 +139,7 @@ class Simulator:
     @property
     def static(self) -> set:
         """Nodes computed once per image from the analog input (``input`` included)."""
-        return static_nodes(self.model)
+        return set(self.model.static)
 
     def __getstate__(self):
         state = dict(self.__dict__)

@@ -24,7 +24,7 @@ from ..kernels.spikes import bits_to_dense, if_bits, if_bits_fast, pool_bits_den
 from ..kernels.synapses import avgpool_events, conv2d_events, linear_events
 from ..neuron import check_mask_rule, initial_membrane, keep_threshold
 from ..result import SimResult
-from .plan import fused_position_blocks, make_plan, static_nodes
+from .plan import fused_position_blocks, make_plan
 from .values import Dense, Pooled, Spikes, Static, channels, positions
 from .workspace import Workspace
 
@@ -97,6 +97,7 @@ class Chunk:
         self.tau, self.T = tau, T
         self.mask_eps, self.mask_rule, self.rule = mask_eps, mask_rule, check_mask_rule(mask_rule)
         self.record = record
+        self.plan = None        # set by Engine.run_chunk
         #: the caller's thread count (kernels may switch to one thread for small calls: see :func:`pick`)
         self.nthreads = numba.get_num_threads()
         self._srp = engine.srp_cache
@@ -141,10 +142,11 @@ class Chunk:
         raise AssertionError(type(value))
 
     def dense_copy(self, value) -> np.ndarray:
-        """A dense F×size array of ``value`` that the caller owns and may overwrite."""
+        """A dense F×size array of ``value`` that the caller owns and may overwrite (only a dense
+        value's own array is shared: the others are made afresh by :meth:`to_dense`)."""
         size = value.data.shape[1] if isinstance(value, (Dense, Static)) else math.prod(value.shape)
         d = self.to_dense(value, size)
-        if isinstance(value, Dense) or isinstance(value, Static):
+        if isinstance(value, Dense):
             out = self.alloc(d.shape)
             out[...] = d
             return out
@@ -193,9 +195,8 @@ class Engine:
         """An engine with the weights of ``model``'s time-varying conv and linear layers laid out for
         the kernels (hwio / in×out in ``dtype``, plus :func:`gather_weights`) and the flatten permutations."""
         prep, wflat, perm = {}, {}, {}
-        static = static_nodes(model)
         for node in model.ops:
-            if node.name in static:
+            if node.name in model.static:
                 continue
             if node.op in ("conv2d", "linear"):
                 w = model.arrays[node.weight]
@@ -231,7 +232,7 @@ class Engine:
         t0 = time.perf_counter()
         model, dt, ws = self.model, self.dtype, self.workspace
         ck = Chunk(self, x, tau, T, mask_eps, mask_rule, record)
-        plan = self.plan(ck.B, ck.S, record, ck.nthreads)
+        plan = ck.plan = self.plan(ck.B, ck.S, record, ck.nthreads)
         static_vals = {"input": x.astype(dt)}
         values = {"input": Static(aligned(_to_internal(static_vals["input"])))}   # read by e.g. a residual add
         ws.reset()
@@ -452,7 +453,7 @@ class Engine:
         node, F, S = step.node, ck.F, ck.S
         model = self.model
         size = math.prod(model.shapes[node.name])
-        consumers = self._consumers()
+        consumers = ck.plan.consumers
         owned = [v for s, v in zip(node.inputs, ins) if isinstance(v, Dense) and consumers[s] == 1
                  and s != model.output and node.inputs.count(s) == 1]
         dense_in = [v for v in ins if isinstance(v, Dense)]
@@ -489,15 +490,6 @@ class Engine:
             raise SrpError(f"node {step.node.name!r}: op {step.node.op!r} cannot run in the spiking network")
         return lower(ck, ins)
 
-    def _consumers(self) -> dict:
-        c = getattr(self, "_consumer_counts", None)
-        if c is None:
-            c = {}
-            for n in self.model.ops:
-                for s in n.inputs:
-                    c[s] = c.get(s, 0) + 1
-            self._consumer_counts = c
-        return c
 
 
 def _hwc_perm(shape) -> np.ndarray:

@@ -42,6 +42,8 @@ class Step:
 class Plan:
     steps: tuple
     kinds: dict = field(default_factory=dict)
+    #: node → how many times nodes list it as an input
+    consumers: dict = field(default_factory=dict)
 
     @property
     def static(self) -> frozenset:
@@ -56,15 +58,6 @@ class Plan:
             lines.append(f"{s.node.name:<24} {s.how:<11} {s.kind:<7}{extra}"
                          + (f"  frees {', '.join(s.frees)}" if s.frees else ""))
         return "\n".join(lines)
-
-
-def static_nodes(model) -> set:
-    """Nodes that depend on the analog input only (no IF layer upstream); ``input`` included."""
-    static = {"input"}
-    for node in model.ops:
-        if node.op != "qcfs" and all(s in static for s in node.inputs):
-            static.add(node.name)
-    return static
 
 
 def fused_position_blocks(B: int, threads: int, H: int, W: int) -> int:
@@ -89,7 +82,7 @@ def make_plan(model, B: int, S: int, threads: int, record: bool = False) -> Plan
 
     kinds = {"input": "static"}
     for n in ops:
-        if n.op != "qcfs" and all(kinds[s] == "static" for s in n.inputs):
+        if n.name in model.static:
             kinds[n.name] = "static"
         elif n.op == "qcfs":
             kinds[n.name] = "spikes"
@@ -101,7 +94,7 @@ def make_plan(model, B: int, S: int, threads: int, record: bool = False) -> Plan
         else:
             kinds[n.name] = "dense"
 
-    def spike_source(name) -> bool:
+    def gather_reads(name) -> bool:
         """A value the gather kernels read: a spike map or its pool (window ≤ MAX_POOL_WINDOW words)."""
         if kinds[name] == "spikes":
             return True
@@ -114,7 +107,7 @@ def make_plan(model, B: int, S: int, threads: int, record: bool = False) -> Plan
 
     def fusable_conv(name) -> bool:
         return name != out and kinds.get(name) == "dense" and consumers.get(name) == 1 and by[name].op == "conv2d" \
-            and spike_source(by[name].inputs[0]) and len(shapes[by[name].inputs[0]]) == 3
+            and gather_reads(by[name].inputs[0]) and len(shapes[by[name].inputs[0]]) == 3
 
     # conv → IF, and conv → add → IF (a ResNet block's later conv), when the batch keeps the threads busy
     fuse = {}        # conv name → (IF name, add name or None, residual name or None)
@@ -158,9 +151,9 @@ def make_plan(model, B: int, S: int, threads: int, record: bool = False) -> Plan
             q, add, other = fuse[n.name]
             steps.append(Step(n, "gather_if", kind, q, add, other, frees))
             continue
-        elif n.op == "conv2d" and spike_source(n.inputs[0]) and len(shapes[n.inputs[0]]) == 3:
+        elif n.op == "conv2d" and gather_reads(n.inputs[0]) and len(shapes[n.inputs[0]]) == 3:
             how = "gather"
-        elif n.op == "linear" and spike_source(n.inputs[0]) and positions(shapes[_unflattened(by, n.inputs[0])]) == 1:
+        elif n.op == "linear" and gather_reads(n.inputs[0]) and positions(shapes[_unflattened(by, n.inputs[0])]) == 1:
             how = "gather"
         elif kind == "pooled" and n.op == "avgpool2d":
             how = "pool_spikes"
@@ -173,7 +166,7 @@ def make_plan(model, B: int, S: int, threads: int, record: bool = False) -> Plan
         else:
             how = "op"
         steps.append(Step(n, how, kind, frees=frees))
-    return Plan(steps=tuple(steps), kinds=kinds)
+    return Plan(steps=tuple(steps), kinds=kinds, consumers=consumers)
 
 
 def _unflattened(by, name):
