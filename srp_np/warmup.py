@@ -19,6 +19,7 @@ lives in Numba's cache folder for the kernels (``NUMBA_CACHE_DIR``, else the ker
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -43,15 +44,23 @@ def _target() -> str:
     return f"{name}|{features}"
 
 
+@functools.lru_cache(maxsize=None)
+def _sources_digest() -> str:
+    """SHA-256 of :data:`KERNEL_SOURCES`, read once per process (every Simulator asks for the key)."""
+    h = hashlib.sha256()
+    for p in KERNEL_SOURCES:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
 def cache_key(dtype=np.float32) -> str:
     """The key of the compiled code for ``dtype`` on this target (hex)."""
     import numba
 
     h = hashlib.sha256()
     h.update(f"{numba.__version__}|{platform.python_version()}|{_target()}|{np.dtype(dtype).name}".encode())
-    for p in KERNEL_SOURCES:
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
+    h.update(_sources_digest().encode())
     return h.hexdigest()[:32]
 
 
