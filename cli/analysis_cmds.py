@@ -94,7 +94,7 @@ def sweep_cmd(weights, data, data_dir, taus, T, limit, subset, dtype, mask_eps, 
       srp-np sweep --weights weights/vgg16_fmnist.npz --tau 0,2,4,8,16 --T 64 --limit 1000
       srp-np sweep --tau 0,4 --T 16 --json sweep.json --plot sweep.png
     """
-    from srp_np.sweep import format_table, parse_int_list, sweep_counts, sweep_figures
+    from srp_np.sweep import format_table, parse_int_list, source_name, sweep_counts, sweep_figures
 
     tau_list = parse_int_list(taus, "--tau")
     guard_outputs({"--json": json_out, "--plot": plot}, weights=weights, data=data)
@@ -119,8 +119,8 @@ def sweep_cmd(weights, data, data_dir, taus, T, limit, subset, dtype, mask_eps, 
     if json_out != "-":
         arch = model.graph.get("arch", "")
         click.echo(f"{arch or 'model'}: accuracy vs stage-2 steps T, {len(x)} images ({origin})")
-        click.echo(format_table(res, arch))
-    _write_outputs(res, json_out, plot, "plot_sweep",
+        click.echo(format_table(res, arch, source_name(model.graph)))
+    _write_outputs(res, json_out, plot, "plot_sweep", source=source_name(model.graph),
                    title=f"{model.graph.get('arch', 'model')}: accuracy vs latency ({len(x)} images)")
 
 

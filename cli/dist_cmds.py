@@ -108,7 +108,10 @@ def merge_cmd(parts, weights, json_out, plot, quiet):
 
         arch = model.graph.get("arch", "model")
         if cmd == "sweep":
-            plots.plot_sweep(out, plot, title=f"{arch}: accuracy vs latency ({out['images']} images)")
+            from srp_np.sweep import source_name
+
+            plots.plot_sweep(out, plot, title=f"{arch}: accuracy vs latency ({out['images']} images)",
+                             source=source_name(model.graph))
         else:
             plots.plot_cases(out, plot, title=f"{arch}: unevenness error cases per IF layer "
                                               f"(T={out['T']}, {out['images']} images)")
@@ -128,10 +131,10 @@ def _print_merged(cmd, out, model, merged) -> None:
 
         print_run_table(out, model, origin)
     elif cmd == "sweep":
-        from srp_np.sweep import format_table
+        from srp_np.sweep import format_table, source_name
 
         click.echo(f"{arch or 'model'}: accuracy vs stage-2 steps T, {out['images']} images ({origin})")
-        click.echo(format_table(out, arch))
+        click.echo(format_table(out, arch, source_name(model.graph)))
     elif cmd == "analyze":
         from .analysis_cmds import format_analysis
 

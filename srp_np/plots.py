@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SrpError
+from .sweep import row_label
 
 CASE_COLORS = {"case1": "#d62728", "case2": "#ff7f0e", "case3": "#1f77b4", "case4": "#9467bd"}
 CASE_LABELS = {"case1": "Case 1 (a=0, φ>a)", "case2": "Case 2 (0<a<λ, φ>a)",
@@ -43,8 +44,10 @@ def _save(fig, path) -> str:
     return str(p)
 
 
-def plot_sweep(result: dict, path, title: str = "") -> str:
-    """Accuracy vs latency τ+T (log2 x-axis), one curve per τ, ANN accuracy dashed."""
+def plot_sweep(result: dict, path, title: str = "", source: str = "QCFS") -> str:
+    """Accuracy vs latency τ+T (log2 x-axis), one curve per τ, ANN accuracy dashed.
+
+    ``source`` names the τ = 0 curve (plain conversion of that source)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     T = result["T"]
@@ -53,7 +56,7 @@ def plot_sweep(result: dict, path, title: str = "") -> str:
     for i, tau in enumerate(taus):
         acc = np.asarray(result["accuracy"][str(tau)]) * 100
         lat = np.arange(1, T + 1) + int(tau)
-        label = "QCFS (τ=0)" if int(tau) == 0 else f"SRP (τ={tau})"
+        label = row_label(tau, source)
         color = "black" if int(tau) == 0 else cmap(0.15 + 0.75 * i / max(1, len(taus) - 1))
         ax.plot(lat, acc, label=label, color=color, lw=1.6)
         steps = [t for t in result["steps"]]

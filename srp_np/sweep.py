@@ -204,17 +204,31 @@ def sweep(model, x, y, taus, T: int, dtype=np.float32, mask_eps: float = DEFAULT
     return sweep_figures(counts, mask_eps, mask_rule)
 
 
-def row_label(tau: int) -> str:
-    return "QCFS (τ=0)" if int(tau) == 0 else f"SRP (τ={int(tau)})"
+#: Names of the source activations a model file can record (``source_activation``,
+#: written by ``srp-np train --activation``); τ = 0 is plain conversion of that source.
+SOURCE_NAMES = {"qcfs": "QCFS", "tcl": "TCL", "relu": "ReLU"}
 
 
-def format_table(result: dict, arch: str = "") -> str:
-    """The sweep as a plain-text table in the layout of the paper's Table 4."""
+def source_name(graph: dict) -> str:
+    """Display name of a model graph's source activation (``QCFS`` when the file does not say)."""
+    src = graph.get("source_activation") or "qcfs"
+    return SOURCE_NAMES.get(str(src), str(src))
+
+
+def row_label(tau: int, source: str = "QCFS") -> str:
+    """Row name: plain conversion of the source at τ = 0, SRP otherwise."""
+    return f"{source} (τ=0)" if int(tau) == 0 else f"SRP (τ={int(tau)})"
+
+
+def format_table(result: dict, arch: str = "", source: str = "QCFS") -> str:
+    """The sweep as a plain-text table in the layout of the paper's Table 4.
+
+    ``source`` names the τ = 0 row (plain conversion of that source, see :func:`source_name`)."""
     steps = result["steps"]
     head = ["Method"] + (["Arch"] if arch else []) + ["ANN"] + [f"T={t}" for t in steps]
     rows = []
     for tau in result["taus"]:
-        r = [row_label(tau)] + ([arch] if arch else []) + [f"{100 * result['ann_accuracy']:.2f}%"]
+        r = [row_label(tau, source)] + ([arch] if arch else []) + [f"{100 * result['ann_accuracy']:.2f}%"]
         r += [f"{100 * result['table'][str(tau)][str(t)]:.2f}%" for t in steps]
         rows.append(r)
     return "\n".join(text_table(head, rows))

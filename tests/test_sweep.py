@@ -66,3 +66,25 @@ def test_sweep_cli_json_and_plot(model_files, tmp_path):
     assert r.exit_code == 0 and json.loads(r.output)["T"] == 4
     r = CliRunner().invoke(cli, args[:-6] + ["--tau", "0,a"])
     assert r.exit_code == 2 and "--tau" in r.output
+
+
+def test_plain_conversion_row_names_the_source(tmp_path):
+    """The τ = 0 row is plain conversion of the model's source (TCL, ReLU, QCFS), not always QCFS."""
+    from click.testing import CliRunner
+
+    from cli.main import cli
+    from srp_np.model import save_model
+    from srp_np.sweep import source_name
+
+    model, x, y = _setup()
+    assert source_name({}) == "QCFS" and source_name({"source_activation": "tcl"}) == "TCL"
+    assert source_name({"source_activation": "relu"}) == "ReLU"
+    res = sweep(model, x, y, [0, 4], 4)
+    assert format_table(res, source="TCL").splitlines()[2].startswith("TCL (τ=0)")
+    graph = dict(model.graph, source_activation="tcl")
+    save_model(tmp_path / "m.npz", graph, dict(model.arrays))
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    r = CliRunner().invoke(cli, ["sweep", "--weights", str(tmp_path / "m.npz"), "--data", str(tmp_path / "d.npz"),
+                                 "--tau", "0,2", "--T", "2"])
+    assert r.exit_code == 0, r.output
+    assert "TCL (τ=0)" in r.output and "QCFS (τ=0)" not in r.output
