@@ -41,8 +41,9 @@ setup(
         "plot": ["matplotlib>=3.5"],
         "nir": ["nir>=1.0.6; python_version>='3.10'"],   # srp-np nir export/import (HDF5 through h5py)
         "dev": ["pytest>=7", "hypothesis>=6", "matplotlib>=3.5", "pexpect>=4.8", "nbclient>=0.7", "nbformat>=5.7",
-                "ipykernel>=6", "nbconvert>=7"],
-        "docs": ["nbconvert>=7", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6", "matplotlib>=3.5"],
+                "ipykernel>=6", "nbconvert>=7", "latex2mathml>=3.70"],
+        "docs": ["nbconvert>=7", "nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6", "matplotlib>=3.5",
+                 "latex2mathml>=3.70"],   # equations as MathML: the pages work offline
         "dask": ["dask[distributed]>=2024.1"],   # --workers / --scheduler (issue 12)
     },
     entry_points={"console_scripts": ["srp-np=srp_np.cli.main:main"]},

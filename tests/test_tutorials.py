@@ -127,3 +127,34 @@ def test_build_page_is_small_and_linked(tmp_path):
     assert "print" in html and ">1\n<" in html.replace("</pre>", "<")
     assert len(html) < 30_000                     # no inlined 250 KiB theme
     assert build.main(["--out", str(tmp_path), str(tmp_path / "missing.ipynb")]) == 2
+
+
+def _build_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tutorial_build", TUTORIALS / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    return build
+
+
+def test_equations_become_mathml_and_pages_need_no_network():
+    """TeX in markdown is MathML in the page (no MathJax, no CDN); code and \\$ keep their dollars."""
+    pytest.importorskip("nbconvert")
+    pytest.importorskip("latex2mathml")
+    import xml.etree.ElementTree as ET
+
+    build = _build_module()
+    out = build.markdown_math_to_mathml("pay \\$5; `echo $HOME` and $v(0)=\\theta/2$, then $$\\frac{a}{b}$$")
+    assert "\\$5" in out and "`echo $HOME`" in out
+    assert out.count("<math") == 2 and 'display="block"' in out and "&#x003B8;" in out
+    with pytest.raises(ValueError, match="cannot convert"):
+        build.markdown_math_to_mathml("$\\left( x$")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# T\n\nspike count $\\lfloor T y/\\theta \\rfloor$")])
+    html = build.page(nb, "a", ["a"])
+    maths = re.findall(r"<math.*?</math>", html, re.S)
+    assert len(maths) == 1 and ET.fromstring(maths[0]).tag.endswith("math")
+    assert "<script" not in html and "http" not in html.replace("http://www.w3.org/1998/Math/MathML", "")
+    for page in (TUTORIALS / "html").glob("*.html"):   # the shipped pages too
+        text = page.read_text(encoding="utf-8")
+        assert "cdn." not in text and "<script src" not in text, f"{page.name} loads a script from the network"

@@ -5,12 +5,16 @@
 Each notebook of this folder (or those named) is run top to bottom in a fresh kernel (nbclient,
 working directory = this folder) and written, with its outputs, as ``DIR/NAME.html`` (default
 ``docs/tutorials/html``). The notebooks themselves stay without outputs. Needs the ``[docs]``
-extra (nbconvert, nbclient, ipykernel) and, for notebook 6, ``[train]``. A notebook that fails
-stops the build with its error on one line; files are written atomically.
+extra (nbconvert, nbclient, ipykernel, latex2mathml) and, for notebook 6, ``[train]``. A notebook
+that fails stops the build with its error on one line; files are written atomically.
+
+Equations (``$...$`` and ``$$...$$`` in markdown cells) are converted to MathML at build time
+(latex2mathml), so the pages need no script and no network: every current browser draws MathML.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -36,8 +40,27 @@ nav a { margin-right: 1rem; }
 .rendered_html code { background: #f6f8fa; padding: 0 .2rem; border-radius: 3px; }
 """
 
-MATHJAX = """<script>window.MathJax = {tex: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]]}};</script>
-<script async src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"></script>"""
+#: Code in markdown (fenced blocks, then inline spans): dollar signs there are not mathematics.
+_CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.S)
+#: Display math first, then inline math (not across a blank line, not ``\$``).
+_MATH = re.compile(r"\$\$(.+?)\$\$|(?<![\\$])\$(?!\s)((?:[^$\n]|\n(?!\s*\n))+?)(?<![\s\\])\$", re.S)
+
+
+def markdown_math_to_mathml(text: str) -> str:
+    """Replace the TeX of a markdown cell by MathML (``<math display="block">`` for ``$$``).
+
+    Raises ``ValueError`` naming the formula that latex2mathml cannot convert."""
+    from latex2mathml.converter import convert
+
+    def one(m):
+        tex, block = (m.group(1), True) if m.group(1) is not None else (m.group(2), False)
+        try:
+            return convert(tex.strip(), display="block" if block else "inline")
+        except Exception as e:  # noqa: BLE001 - the converter raises many types
+            raise ValueError(f"cannot convert ${tex.strip()}$ to MathML ({type(e).__name__}: {e})") from None
+
+    parts = _CODE.split(text)
+    return "".join(p if i % 2 else _MATH.sub(one, p) for i, p in enumerate(parts))
 
 
 def _title(nb, fallback: str) -> str:
@@ -53,10 +76,16 @@ def _title(nb, fallback: str) -> str:
 
 def page(nb, name: str, names: list) -> str:
     """One self-contained HTML page: the notebook (nbconvert's "basic" template), a small style sheet,
-    code highlighting, links to the other tutorials; equations typeset by MathJax when online."""
+    code highlighting, links to the other tutorials; equations as MathML (no script, works offline)."""
+    import copy
+
     from nbconvert import HTMLExporter
     from pygments.formatters import HtmlFormatter
 
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = markdown_math_to_mathml(cell.source)
     body, _ = HTMLExporter(template_name="basic").from_notebook_node(nb)
     i = names.index(name)
     links = ['<a href="index.html">all tutorials</a>']
@@ -68,7 +97,7 @@ def page(nb, name: str, names: list) -> str:
     style = PAGE_CSS + HtmlFormatter().get_style_defs(".highlight")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{_title(nb, name)}</title>\n<style>{style}</style>\n{MATHJAX}\n</head>\n<body>\n"
+            f"<title>{_title(nb, name)}</title>\n<style>{style}</style>\n</head>\n<body>\n"
             f'<nav>{" ".join(links)}</nav>\n{body}\n</body></html>\n')
 
 
@@ -111,6 +140,7 @@ def main(argv=None) -> int:
     try:
         import nbconvert  # noqa: F401
         import nbclient  # noqa: F401
+        import latex2mathml  # noqa: F401
     except ImportError as e:
         print(f"error: {e.name} is not installed: pip install -e \".[docs]\"", file=sys.stderr)
         return 2
