@@ -116,11 +116,12 @@ def sweep_cmd(weights, data, data_dir, taus, T, limit, subset, dtype, mask_eps, 
                                                        "mask_eps": mask_eps, "mask_rule": mask_rule}, counts, seconds)
         json_out = None
     res.update(model=model.path, data=origin, arch=model.graph.get("arch"), dtype=np.dtype(dt).name)
+    source = source_name(model.graph)
     if json_out != "-":
         arch = model.graph.get("arch", "")
         click.echo(f"{arch or 'model'}: accuracy vs stage-2 steps T, {len(x)} images ({origin})")
-        click.echo(format_table(res, arch, source_name(model.graph)))
-    _write_outputs(res, json_out, plot, "plot_sweep", source=source_name(model.graph),
+        click.echo(format_table(res, arch, source))
+    _write_outputs(res, json_out, plot, "plot_sweep", source=source,
                    title=f"{model.graph.get('arch', 'model')}: accuracy vs latency ({len(x)} images)")
 
 

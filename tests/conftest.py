@@ -31,6 +31,17 @@ def model_files(tmp_path_factory):
     return d
 
 
+def load_script(path, name: str):
+    """Import the Python file ``path`` (a script outside the packages, e.g. ``docs/tutorials/build.py``)
+    as module ``name``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def returns_in_time(fn, timeout=20):
     """Run ``fn`` in a thread; fail (instead of hanging the suite) if it does not return in
     ``timeout`` seconds. Returns ``{"value": ...}`` or ``{"error": exception}``."""

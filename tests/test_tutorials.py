@@ -20,6 +20,14 @@ TUTORIALS = Path(__file__).resolve().parent.parent / "docs" / "tutorials"
 NOTEBOOKS = sorted(p.name for p in TUTORIALS.glob("*.ipynb"))
 
 
+
+def _build_module():
+    """docs/tutorials/build.py as a module."""
+    from conftest import load_script
+
+    return load_script(TUTORIALS / "build.py", "tutorial_build")
+
+
 def test_the_six_tutorials_are_there_and_committed_without_outputs():
     assert NOTEBOOKS == ["01_if_neuron.ipynb", "02_qcfs.ipynb", "03_unevenness.ipynb", "04_srp.ipynb",
                          "05_costs.ipynb", "06_your_network.ipynb"]
@@ -113,11 +121,7 @@ def test_readme_links_every_rendered_tutorial():
 
 def test_build_page_is_small_and_linked(tmp_path):
     pytest.importorskip("nbconvert")
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("tutorial_build", TUTORIALS / "build.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
+    build = _build_module()
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 2. A <title>\n\ntext"),
                                          nbformat.v4.new_code_cell("print(1)")])
     nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
@@ -127,15 +131,6 @@ def test_build_page_is_small_and_linked(tmp_path):
     assert "print" in html and ">1\n<" in html.replace("</pre>", "<")
     assert len(html) < 30_000                     # no inlined 250 KiB theme
     assert build.main(["--out", str(tmp_path), str(tmp_path / "missing.ipynb")]) == 2
-
-
-def _build_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("tutorial_build", TUTORIALS / "build.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
-    return build
 
 
 def test_equations_become_mathml_and_pages_need_no_network():

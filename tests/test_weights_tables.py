@@ -1,5 +1,4 @@
 """weights/tables.py: the README's tables come from run JSONs and training logs, not from typing."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,10 +8,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _tables():
-    spec = importlib.util.spec_from_file_location("weights_tables", ROOT / "weights" / "tables.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from conftest import load_script
+
+    return load_script(ROOT / "weights" / "tables.py", "weights_tables")
 
 
 def _run(tau, acc, **kw):

@@ -17,6 +17,8 @@ import json
 import re
 import sys
 
+from srp_np.sweep import row_label
+
 
 def _load(path: str) -> dict:
     with open(path, encoding="utf-8") as f:
@@ -38,8 +40,8 @@ def run_tables(plain: dict, srp: dict, name: str) -> str:
     out = [f"### {name}: ANN {100 * srp['ann_accuracy']:.2f}%", "",
            "| | " + " | ".join(f"t={t}" for t in range(1, T + 1)) + " |",
            "|---|" + "---:|" * T,
-           "| QCFS (τ=0), latency t | " + " | ".join(pct(a) for a in plain["accuracy"][:T]) + " |",
-           f"| SRP (τ={tau}), latency {tau}+t | " + " | ".join(pct(a) for a in srp["accuracy"][:T]) + " |", ""]
+           f"| {row_label(0)}, latency t | " + " | ".join(pct(a) for a in plain["accuracy"][:T]) + " |",
+           f"| {row_label(tau)}, latency {tau}+t | " + " | ".join(pct(a) for a in srp["accuracy"][:T]) + " |", ""]
     pairs = [(lat, plain["accuracy"][lat - 1], srp["accuracy"][lat - tau - 1])
              for lat in range(tau + 1, T + 1)]
     pairs = [p for p in pairs if p[0] in (tau + 1, tau + 2, 2 * tau, 3 * tau, 4 * tau) or p[0] == T]
