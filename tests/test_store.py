@@ -83,8 +83,11 @@ def test_interrupted_sweep_resumes_without_redoing_finished_cells(tmp_path):
     args = ["sweep", "--tau", "0,4", "--T", "4", "--limit", "768", "--threads", "1", "--store", str(store)]
     total = 3 + 2 * 3                                    # 3 ANN units + 2 τ × 3 batches
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # A shell's background job starts with SIGINT ignored, and Python then installs no handler for it:
+    # give the child the default disposition, as a terminal would, whatever started pytest.
     proc = subprocess.Popen([sys.executable, "-m", "srp_np.cli.main", *args, "--json", str(tmp_path / "x.json")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
