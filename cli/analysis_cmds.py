@@ -478,7 +478,7 @@ def step_cmd(weights, data, data_dir, layer, index, image, tau, T, mask_eps, no_
     Keys: Enter or space = next step, c = run to the end, q = quit.
     \b
     Example:
-      srp-np explain step --weights weights/vgg16_fmnist.npz --layer features.9.act --index 61,1,1 --tau 4 --T 4
+      srp-np explain step --weights weights/vgg16_fmnist.npz --layer features.9.act --index 0,1,1 --tau 4 --T 4
     """
     import sys
 

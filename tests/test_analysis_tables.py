@@ -66,3 +66,24 @@ def test_equal_latency_tables_in_the_page(arch, capsys):
     out = capsys.readouterr().out
     table = "\n".join(line for line in out.splitlines() if line.startswith("|"))
     assert table in (ROOT / "docs" / "analysis.md").read_text(encoding="utf-8")
+
+
+def test_finer_L_figures_of_the_page_are_reproduced(capsys):
+    """docs/results/ann_finer_L.py re-evaluates the shipped ResNet-20's ANN at other L: its L = 4 row is
+    the ANN accuracy of the sweep file, and the committed output (quoted by docs/analysis.md) is what it
+    prints now; a script that failed to change L would print the L = 4 figure in every row."""
+    import json
+
+    from conftest import load_script
+
+    mod = load_script(RESULTS / "ann_finer_L.py", "ann_finer_L")
+    mod.main([str(ROOT / "weights" / "resnet20_fmnist.npz"), "--limit", "2000", "--L", "4,8,16,10000"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    committed = [line for line in (RESULTS / "ann_finer_L_resnet20.txt").read_text().splitlines()
+                 if line.startswith("|")]
+    assert rows == committed
+    sweep = json.loads((RESULTS / "sweep_resnet20.json").read_text())
+    assert rows[2] == f"| 4 (trained) | {100 * sweep['ann_accuracy']:.2f}% |"
+    assert len({row.split("|")[2] for row in rows[2:]}) > 1
+    page = (ROOT / "docs" / "analysis.md").read_text(encoding="utf-8")
+    assert "93.20 %, 93.10 %, 93.10 % against 93.00 % at L = 4" in page
