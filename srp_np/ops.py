@@ -51,7 +51,13 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int, padd
     time (ResNet-20's 16-channel layers). The product itself is the same BLAS call
     on the same matrices as before, so every output is the same sum rounded the
     same way, bit for bit (``tests/test_ann.py`` keeps the NumPy version as its
-    reference). ``workspace`` lends the scratch arrays (see :class:`Workspace`).
+    reference). A batch whose im2col matrix would pass :data:`IM2COL_BYTES` is
+    multiplied in groups of whole images (:func:`im2col_groups`): BLAS
+    gives a row the same rounded sum in a product of fewer rows as long as the
+    products stay large (checked bit for bit against the single product in
+    ``tests/test_ann.py`` and on the shipped models' 10,000 test images, float32
+    and float64). ``workspace`` lends the scratch
+    arrays (see :class:`Workspace`).
     """
     N, C, H, W = x.shape
     Cout, _, kh, kw = w.shape
@@ -69,13 +75,40 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int, padd
             y += b.astype(x.dtype, copy=False).reshape(1, -1, 1, 1)
         return y
     ws = workspace if workspace is not None else Workspace()
-    cols = ws.get("cols", (N * Ho * Wo, C * kh * kw), x.dtype)
-    _im2col(np.ascontiguousarray(x), kh, kw, stride, padding, Ho, Wo, cols)
-    y = np.matmul(cols, wmat, out=ws.get("rows", (N * Ho * Wo, Cout), x.dtype))
+    x = np.ascontiguousarray(x)
     out = np.empty((N, Cout, Ho, Wo), x.dtype)
     bias = np.zeros(0, x.dtype) if b is None else b.astype(x.dtype, copy=False)
-    _rows_to_nchw(y, bias, out.reshape(N, Cout, Ho * Wo))
+    for n0, n1 in im2col_groups(N, Ho * Wo, C * kh * kw, x.dtype.itemsize):
+        n = n1 - n0
+        cols = ws.get("cols", (n * Ho * Wo, C * kh * kw), x.dtype)
+        _im2col(x[n0:n0 + n], kh, kw, stride, padding, Ho, Wo, cols)
+        y = np.matmul(cols, wmat, out=ws.get("rows", (n * Ho * Wo, Cout), x.dtype))
+        _rows_to_nchw(y, bias, out[n0:n0 + n].reshape(n, Cout, Ho * Wo))
     return out
+
+
+#: Bytes of one im2col matrix (per thread), roughly: a bigger batch is multiplied in several products
+#: of whole images. Without a bound it grew with the batch (ResNet-20's 16-channel layers: 115 MB for
+#: 256 images), once per ANN thread.
+IM2COL_BYTES = 32 * 2**20
+#: Fewest rows of one product when the batch has more: BLAS may take another code path (and round
+#: differently) for small matrices, so the products stay large.
+IM2COL_MIN_ROWS = 8192
+
+
+def im2col_groups(n_images: int, rows_per_image: int, cols: int, itemsize: int) -> list:
+    """The ``(first, end)`` image ranges that :func:`conv2d` multiplies one BLAS product at a time.
+
+    One range if the batch's im2col matrix fits in :data:`IM2COL_BYTES`; else near-equal ranges
+    (sizes differ by at most one image) of at least ``max(IM2COL_BYTES, IM2COL_MIN_ROWS rows)``
+    worth of images each, so each matrix is under twice the budget. It depends only on the shapes,
+    never on threads.
+    """
+    rows_per_image = max(1, rows_per_image)
+    fit = max(1, IM2COL_BYTES // max(1, rows_per_image * cols * itemsize))
+    fit = max(fit, -(-IM2COL_MIN_ROWS // rows_per_image))
+    groups = max(1, n_images // fit)
+    return [(n_images * i // groups, n_images * (i + 1) // groups) for i in range(groups)]
 
 
 def _im2col_strided(x, kh, kw, stride):

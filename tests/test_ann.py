@@ -84,6 +84,39 @@ def test_conv2d_equals_reference_bit_for_bit(dtype):
     assert n > 500
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv2d_in_several_products_equals_reference(monkeypatch, dtype):
+    """A batch whose im2col matrix passes ops.IM2COL_BYTES is multiplied a group of images at a
+    time: the scratch stays one group's size and every output is still the reference's, bit for bit."""
+    monkeypatch.setattr(ops, "IM2COL_BYTES", 1)          # groups of IM2COL_MIN_ROWS rows
+    rng = np.random.default_rng(2)
+    for N, stride, b in ((24, 1, None), (90, 2, rng.standard_normal(8).astype(np.float32))):
+        x = rng.standard_normal((N, 16, 28, 28)).astype(dtype)
+        w = rng.standard_normal((8, 16, 3, 3)).astype(np.float32)
+        groups = ops.im2col_groups(N, (28 // stride) ** 2, 16 * 9, np.dtype(dtype).itemsize)
+        assert len(groups) == 2 and groups[0][0] == 0 and groups[-1][1] == N
+        ws = ops.Workspace()
+        got = ops.conv2d(x, w, b, stride, 1, ws)
+        np.testing.assert_array_equal(got, reference_conv2d(x, w, b, stride, 1))
+        assert ws._bufs["cols", np.dtype(dtype)].size == max(e - s for s, e in groups) * (28 // stride) ** 2 * 144
+
+
+def test_im2col_groups_cover_the_batch_in_large_products():
+    for n, rows, cols, item in ((256, 784, 144, 4), (256, 1024, 198, 4), (7, 784, 144, 8), (1000, 1, 9, 4),
+                                (256, 50176, 27, 4), (3, 200000, 576, 4)):
+        g = ops.im2col_groups(n, rows, cols, item)
+        assert g[0][0] == 0 and g[-1][1] == n and all(a[1] == b[0] for a, b in zip(g, g[1:]))
+        sizes = [e - s for s, e in g]
+        assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+        if len(g) > 1:
+            assert min(sizes) * rows >= ops.IM2COL_MIN_ROWS
+            one_image = rows * cols * item                 # a group holds at least one image
+            assert max(sizes) * one_image < 2 * max(ops.IM2COL_BYTES, ops.IM2COL_MIN_ROWS * cols * item, one_image)
+        else:
+            fit = max(ops.IM2COL_BYTES // (rows * cols * item), -(-ops.IM2COL_MIN_ROWS // rows), 1)
+            assert n < 2 * fit
+
+
 def test_conv2d_non_contiguous_input():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((4, 6, 9, 9)).astype(np.float32)[:, ::2, 1:, ::-1]
