@@ -79,11 +79,11 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int, padd
     out = np.empty((N, Cout, Ho, Wo), x.dtype)
     bias = np.zeros(0, x.dtype) if b is None else b.astype(x.dtype, copy=False)
     for n0, n1 in im2col_groups(N, Ho * Wo, C * kh * kw, x.dtype.itemsize):
-        n = n1 - n0
-        cols = ws.get("cols", (n * Ho * Wo, C * kh * kw), x.dtype)
-        _im2col(x[n0:n0 + n], kh, kw, stride, padding, Ho, Wo, cols)
-        y = np.matmul(cols, wmat, out=ws.get("rows", (n * Ho * Wo, Cout), x.dtype))
-        _rows_to_nchw(y, bias, out[n0:n0 + n].reshape(n, Cout, Ho * Wo))
+        rows = (n1 - n0) * Ho * Wo
+        cols = ws.get("cols", (rows, C * kh * kw), x.dtype)
+        _im2col(x[n0:n1], kh, kw, stride, padding, Ho, Wo, cols)
+        y = np.matmul(cols, wmat, out=ws.get("rows", (rows, Cout), x.dtype))
+        _rows_to_nchw(y, bias, out[n0:n1].reshape(n1 - n0, Cout, Ho * Wo))
     return out
 
 
